@@ -1,0 +1,311 @@
+"""The error vocabulary shared by the agent and its clients.
+
+Every error that crosses the wire is a ``KmsError`` subclass with a stable
+``code`` (the Alibaba Cloud KMS error code where one exists) and an
+HTTP-like ``http_status``. Codes are never renamed or reused; the test
+``tests/client/test_errors.py`` pins the whole table against
+``tests/vectors/error_codes.json``.
+
+``KmsError`` itself is never raised. ``error_from_wire`` turns an error
+map from a reply back into the matching subclass, and unknown codes
+become ``UnknownError`` so that a newer agent never breaks an older
+client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class KmsError(Exception):
+    """Base of every error the agent can return; never raised directly.
+
+    Attributes:
+        code: the stable wire code, such as ``Forbidden.KeyNotFound``.
+        http_status: the HTTP-like status of the code.
+        message: a message that is safe to show to the caller.
+        request_id: the id of the request that failed, when known.
+    """
+
+    code: ClassVar[str] = ""
+    http_status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "The request failed."
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None, *, request_id: str | None = None):
+        self.message = message or self.default_message
+        self.request_id = request_id
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        suffix = f" (RequestId {self.request_id})" if self.request_id else ""
+        return f"{self.code}: {self.message}{suffix}"
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the error map sent in a reply."""
+        return {
+            "Code": self.code,
+            "Message": self.message,
+            "HttpStatus": self.http_status,
+            "RequestId": self.request_id or "",
+        }
+
+
+class CallerError(KmsError):
+    """An error caused by the request; its message is safe to show."""
+
+    http_status = 400
+
+
+class ServiceError(KmsError):
+    """An error inside the agent; the caller sees a generic message."""
+
+    http_status = 500
+    retryable = True
+
+
+# --- 400: the request itself is wrong --------------------------------------
+
+
+class MissingParameterError(CallerError):
+    code = "MissingParameter"
+    default_message = "A required parameter is missing."
+
+
+class InvalidParameterError(CallerError):
+    code = "InvalidParameter"
+    default_message = "A parameter is invalid."
+
+
+class ParseRequestError(CallerError):
+    code = "ParseRequestParameterException"
+    default_message = "The request could not be parsed."
+
+
+class InvalidApiNameError(CallerError):
+    code = "InvalidApiName"
+    default_message = "The operation is not known to this agent."
+
+
+class InvalidApiVersionError(CallerError):
+    code = "InvalidApiVersion"
+    default_message = "The protocol version is not supported by this agent."
+
+
+class UnsupportedOperationError(CallerError):
+    code = "UnsupportedOperation"
+    default_message = "The operation is not supported for this resource."
+
+
+class UnsupportedProtectionLevelError(CallerError):
+    code = "Unsupported.ProtectionLevel"
+    default_message = "The protection level is not supported for this key spec."
+
+
+class UnsupportedOriginError(CallerError):
+    code = "Unsupported.Origin"
+    default_message = "The key origin is not supported for this operation."
+
+
+class UnsupportedAliasError(CallerError):
+    code = "Unsupported.Alias"
+    default_message = "The alias name is not allowed."
+
+
+class AliasAlreadyExistsError(CallerError):
+    code = "AliasAlreadyExists"
+    default_message = "The alias already exists."
+
+
+class LimitExceededError(CallerError):
+    code = "Rejected.LimitExceeded"
+    default_message = "A resource limit was exceeded."
+
+
+class InvalidCiphertextError(CallerError):
+    """Any failure to decrypt a blob, whatever the cause.
+
+    The reference names no code for this case, so the agent uses its own.
+    The message is the same for a wrong context, a tampered byte, a blob
+    of another agent or a key version that does not exist.
+    """
+
+    code = "InvalidCiphertext"
+    default_message = (
+        "The ciphertext blob cannot be decrypted with the given encryption context."
+    )
+
+
+class RequestTooLargeError(CallerError):
+    code = "RequestEntityTooLarge"
+    http_status = 413
+    default_message = "The request frame exceeds the maximum frame size."
+
+
+# --- 403 and 404: who may do what, and what exists -------------------------
+
+
+class NoPermissionError(CallerError):
+    code = "Forbidden.NoPermission"
+    http_status = 403
+    default_message = "The caller is not allowed to perform this operation."
+
+
+class KeyNotFoundError(CallerError):
+    code = "Forbidden.KeyNotFound"
+    http_status = 404
+    default_message = "The specified key is not found."
+
+
+class KeyVersionNotFoundError(CallerError):
+    code = "Forbidden.KeyVersionNotFound"
+    http_status = 404
+    default_message = "The specified key version is not found."
+
+
+class AliasNotFoundError(CallerError):
+    code = "Forbidden.AliasNotFound"
+    http_status = 404
+    default_message = "The specified alias is not found."
+
+
+class ResourceNotFoundError(CallerError):
+    code = "Forbidden.ResourceNotFound"
+    http_status = 404
+    default_message = "The specified resource is not found."
+
+
+# --- 409: the resource is in the wrong state --------------------------------
+
+
+class KeyDisabledError(CallerError):
+    code = "Rejected.Disabled"
+    http_status = 409
+    default_message = "The key is disabled."
+
+
+class KeyPendingDeletionError(CallerError):
+    code = "Rejected.PendingDeletion"
+    http_status = 409
+    default_message = "The key is pending deletion."
+
+
+class KeyPendingImportError(CallerError):
+    code = "Rejected.PendingImport"
+    http_status = 409
+    default_message = "The key is waiting for its key material to be imported."
+
+
+class KeyEnabledError(CallerError):
+    code = "Rejected.Enabled"
+    http_status = 409
+    default_message = "The key is enabled."
+
+
+class StateModifiedFailedError(CallerError):
+    code = "Rejected.StateModifiedFailed"
+    http_status = 409
+    default_message = "The key state does not allow this change."
+
+
+class DeletionProtectedError(CallerError):
+    """The key has deletion protection; the reference names no code for it."""
+
+    code = "Rejected.DeletionProtection"
+    http_status = 409
+    default_message = "The key has deletion protection enabled."
+
+
+class ResourceExistError(CallerError):
+    code = "Rejected.ResourceExist"
+    http_status = 409
+    default_message = "The resource already exists."
+
+
+class ResourceInDeleteWindowError(CallerError):
+    code = "Rejected.ResourceInDeleteWindow"
+    http_status = 409
+    default_message = "The resource is scheduled for deletion."
+
+
+# --- 429 and 5xx: try again later -------------------------------------------
+
+
+class ThrottlingError(CallerError):
+    code = "Rejected.Throttling"
+    http_status = 429
+    default_message = "QPS Limit Exceeded"
+    retryable = True
+
+
+class InternalFailureError(ServiceError):
+    code = "InternalFailure"
+    http_status = 500
+    default_message = "The agent failed to process the request."
+
+
+class ServiceUnavailableError(ServiceError):
+    code = "ServiceUnavailableTemporary"
+    http_status = 503
+    default_message = "The agent is temporarily unavailable."
+
+
+# --- raised by the client library itself, never sent by the agent -----------
+
+
+class ServerUnreachableError(ServiceError):
+    code = "SDK.ServerUnreachable"
+    http_status = 503
+    default_message = "The agent socket cannot be reached."
+
+
+class ReadTimeoutError(ServiceError):
+    code = "SDK.ReadTimeout"
+    http_status = 504
+    default_message = "The agent did not reply in time."
+
+
+class UnknownError(KmsError):
+    """An error code this client does not know; ``code`` is per instance."""
+
+    def __init__(self, code: str, http_status: int, message: str | None = None,
+                 *, request_id: str | None = None):
+        super().__init__(message, request_id=request_id)
+        self.code = code  # type: ignore[misc]
+        self.http_status = http_status  # type: ignore[misc]
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+ERRORS_BY_CODE: dict[str, type[KmsError]] = {
+    cls.code: cls for cls in _all_subclasses(KmsError) if cls.code
+}
+
+
+def error_from_wire(error: Any) -> KmsError:
+    """Build the typed error for an error map received in a reply.
+
+    A map that is not shaped like an error becomes ``UnknownError`` with
+    code ``InternalFailure``, so a caller always gets a ``KmsError``.
+    """
+    if not isinstance(error, dict):
+        return UnknownError("InternalFailure", 500, "The agent sent a malformed error.")
+    code = error.get("Code")
+    message = error.get("Message")
+    request_id = error.get("RequestId") or None
+    status = error.get("HttpStatus")
+    cls = ERRORS_BY_CODE.get(code) if isinstance(code, str) else None
+    if cls is not None:
+        return cls(message if isinstance(message, str) else None, request_id=request_id)
+    return UnknownError(
+        code if isinstance(code, str) else "InternalFailure",
+        status if isinstance(status, int) else 500,
+        message if isinstance(message, str) else None,
+        request_id=request_id,
+    )
