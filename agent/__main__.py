@@ -1,0 +1,5 @@
+"""Run the agent: ``python -m agent --config PATH``."""
+
+from agent.main import main
+
+raise SystemExit(main())

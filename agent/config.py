@@ -1,0 +1,242 @@
+"""Load and validate the agent's TOML configuration.
+
+Every key is checked at start: an unknown key, a wrong type or a value
+out of range raises ``ConfigError`` naming the key, so a typo never
+passes silently. Relative paths are resolved against the directory of
+the configuration file. Secrets such as the token PIN never appear in
+this file; it only names where to read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.keystore import KeystoreSettings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_MAX_FRAME_BYTES = 262144
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "text")
+KEYSTORE_TYPES = ("pkcs11", "software")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """The validated configuration of one agent process."""
+
+    socket: Path
+    socket_mode: int
+    socket_group: str | None
+    data_dir: Path
+    max_frame_bytes: int
+    drain_timeout: float
+    region: str
+    log_level: str
+    log_format: str
+    keystores: dict[str, KeystoreSettings]
+    default_keystore: str
+    purge_interval: float = 60.0
+
+
+# Each section maps a key to (expected types, default). A default of
+# _REQUIRED makes the key mandatory.
+_REQUIRED = object()
+
+_AGENT_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "socket": ((str,), _REQUIRED),
+    "socket_mode": ((str,), "0660"),
+    "socket_group": ((str,), None),
+    "data_dir": ((str,), _REQUIRED),
+    "max_frame_bytes": ((int,), DEFAULT_MAX_FRAME_BYTES),
+    "drain_timeout": ((int, float), 10),
+    "region": ((str,), "local"),
+    "default_keystore": ((str,), "default"),
+    "purge_interval": ((int, float), 60),
+}
+
+_LOG_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "level": ((str,), "info"),
+    "format": ((str,), "auto"),
+}
+
+_KEYSTORE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "type": ((str,), _REQUIRED),
+    "module": ((str,), None),
+    "token_label": ((str,), None),
+    "pin_file": ((str,), None),
+    "pin_env": ((str,), None),
+    "softhsm2_conf": ((str,), None),
+    "domain_key_label": ((str,), "kms-agent-domain-key"),
+    "domain_key_file": ((str,), None),
+    "inline_crypto": ((bool,), True),
+    "worker_threads": ((int,), 2),
+}
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate the configuration file at ``path``.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or a key is invalid.
+    """
+    try:
+        with open(path, "rb") as stream:
+            raw = tomllib.load(stream)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(raw, base_dir=Path(path).resolve().parent)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
+    """Validate a parsed TOML document; relative paths join ``base_dir``."""
+    _check_unknown(raw, {"agent", "log", "keystores"}, "")
+    agent = _section(raw, "agent", _AGENT_KEYS)
+    log = _section(raw, "log", _LOG_KEYS)
+    keystores = _parse_keystores(raw.get("keystores"), base_dir)
+    _check_choice("log.level", log["level"], LOG_LEVELS)
+    _check_choice("log.format", log["format"], LOG_FORMATS)
+    if agent["default_keystore"] not in keystores:
+        raise ConfigError(
+            f"agent.default_keystore: no keystore named "
+            f"{agent['default_keystore']!r} in [keystores]"
+        )
+    return AgentConfig(
+        socket=_path(base_dir, agent["socket"]),
+        socket_mode=_parse_mode("agent.socket_mode", agent["socket_mode"]),
+        socket_group=agent["socket_group"],
+        data_dir=_path(base_dir, agent["data_dir"]),
+        max_frame_bytes=_in_range(
+            "agent.max_frame_bytes", agent["max_frame_bytes"], 1024, 64 * 2**20),
+        drain_timeout=float(_in_range(
+            "agent.drain_timeout", agent["drain_timeout"], 0, 3600)),
+        region=_name("agent.region", agent["region"]),
+        log_level=log["level"],
+        log_format=log["format"],
+        keystores=keystores,
+        default_keystore=agent["default_keystore"],
+        purge_interval=float(_in_range(
+            "agent.purge_interval", agent["purge_interval"], 0.01, 86400)),
+    )
+
+
+def _parse_keystores(raw: Any, base_dir: Path) -> dict[str, KeystoreSettings]:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("keystores: at least one [keystores.<name>] table is required")
+    result = {}
+    for name, table in raw.items():
+        where = f"keystores.{name}"
+        _name(where, name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table")
+        values = _section({where: table}, where, _KEYSTORE_KEYS)
+        result[name] = _keystore_settings(where, name, values, base_dir)
+    return result
+
+
+def _keystore_settings(where: str, name: str, values: dict[str, Any],
+                       base_dir: Path) -> KeystoreSettings:
+    kind = values["type"]
+    _check_choice(f"{where}.type", kind, KEYSTORE_TYPES)
+    if kind == "pkcs11":
+        for key in ("module", "token_label"):
+            if values[key] is None:
+                raise ConfigError(f"{where}.{key}: required for a pkcs11 keystore")
+        if (values["pin_file"] is None) == (values["pin_env"] is None):
+            raise ConfigError(f"{where}: set exactly one of pin_file and pin_env")
+    elif values["domain_key_file"] is None:
+        raise ConfigError(f"{where}.domain_key_file: required for a software keystore")
+    _in_range(f"{where}.worker_threads", values["worker_threads"], 1, 64)
+
+    def optional_path(key: str) -> Path | None:
+        value = values[key]
+        return None if value is None else _path(base_dir, value)
+
+    return KeystoreSettings(
+        name=name,
+        type=kind,
+        module=values["module"],
+        token_label=values["token_label"],
+        pin_file=optional_path("pin_file"),
+        pin_env=values["pin_env"],
+        softhsm2_conf=optional_path("softhsm2_conf"),
+        domain_key_label=values["domain_key_label"],
+        domain_key_file=optional_path("domain_key_file"),
+        inline_crypto=values["inline_crypto"],
+        worker_threads=values["worker_threads"],
+    )
+
+
+def _section(raw: dict[str, Any], name: str,
+             schema: dict[str, tuple[tuple[type, ...], Any]]) -> dict[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: expected a table")
+    _check_unknown(table, set(schema), name + ".")
+    values = {}
+    for key, (types, default) in schema.items():
+        if key not in table:
+            if default is _REQUIRED:
+                raise ConfigError(f"{name}.{key}: missing required key")
+            values[key] = default
+            continue
+        value = table[key]
+        # bool is an int in Python; only accept it where bool is expected.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise ConfigError(
+                f"{name}.{key}: expected {expected}, got {type(value).__name__}")
+        values[key] = value
+    return values
+
+
+def _check_unknown(table: dict[str, Any], known: set[str], prefix: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _in_range(key: str, value: int | float, low: float, high: float) -> int | float:
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: {value} is outside {low}..{high}")
+    return value
+
+
+def _name(key: str, value: str) -> str:
+    if not value or not all(c.isalnum() or c in "-_" for c in value) or len(value) > 64:
+        raise ConfigError(
+            f"{key}: {value!r} must be 1-64 letters, digits, '-' or '_'")
+    return value
+
+
+def _parse_mode(key: str, value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not an octal mode such as '0660'") from None
+    if mode & ~0o777 or mode & 0o007:
+        raise ConfigError(f"{key}: {value!r} must be within 0770 (no access for others)")
+    return mode
+
+
+def _path(base_dir: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path

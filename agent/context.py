@@ -1,0 +1,64 @@
+"""Per-request context and the clock, passed from transport to services.
+
+``RequestContext`` travels with every request: who is calling (the peer
+credentials read from the socket), the request id that appears in the
+reply, the log line and later the audit record, and the deadline the
+client set. Domain services take a ``Clock`` so tests can move time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """Kernel-reported credentials of the process at the other end."""
+
+    uid: int | None
+    gid: int | None
+    pid: int | None
+
+
+@dataclasses.dataclass
+class RequestContext:
+    """What the agent knows about one request while serving it."""
+
+    request_id: str
+    operation: str
+    peer: Peer
+    deadline: float | None = None
+    # Filled by handlers for the request's log line: the key and version
+    # the request touched.
+    key_id: str | None = None
+    key_version_id: str | None = None
+
+    @classmethod
+    def new(cls, operation: str, peer: Peer, deadline: float | None = None
+            ) -> "RequestContext":
+        """Create a context with a fresh request id."""
+        return cls(str(uuid.uuid4()), operation, peer, deadline)
+
+
+class Clock:
+    """Wall-clock time in UTC; tests substitute a ``FakeClock``."""
+
+    def now(self) -> datetime.datetime:
+        """Return the current time as an aware UTC datetime."""
+        return datetime.datetime.now(datetime.timezone.utc)
+
+
+class FakeClock(Clock):
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: datetime.datetime | None = None):
+        self._now = start or datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+    def now(self) -> datetime.datetime:
+        return self._now
+
+    def advance(self, **delta: float) -> None:
+        """Move the clock forward by a ``timedelta(**delta)``."""
+        self._now += datetime.timedelta(**delta)

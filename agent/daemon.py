@@ -1,0 +1,116 @@
+"""Assemble and run one agent: keystores, store, services, server, jobs.
+
+``run_agent`` is the whole life of the daemon: open every keystore and
+the store, bind the socket, serve, purge due keys in the background, and
+on SIGTERM or SIGINT drain in-flight requests and close everything. It
+logs one line when it is ready and one when it stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+from typing import Any
+
+import trio
+
+from agent.config import AgentConfig
+from agent.context import Clock
+from agent.keys import ops as key_ops
+from agent.keys.service import KeyService
+from agent.keystore import Keystore, KeystoreUnavailable, open_keystore
+from agent.logs import log
+from agent.rpc.dispatch import Dispatcher, Operation
+from agent.rpc.server import Server, SocketLock, StartupError, bind_socket
+from agent.store.sqlite import SqliteStore
+
+
+@dataclasses.dataclass
+class Services:
+    """The domain services handlers reach through their first argument."""
+
+    keys: KeyService
+
+
+def all_operations() -> list[Operation]:
+    """Return the operation table of every service."""
+    return list(key_ops.OPERATIONS)
+
+
+async def open_keystores(config: AgentConfig) -> dict[str, Keystore]:
+    """Open every configured keystore, or raise StartupError naming it."""
+    opened: dict[str, Keystore] = {}
+    try:
+        for name, settings in config.keystores.items():
+            try:
+                opened[name] = await open_keystore(settings)
+            except (KeystoreUnavailable, OSError, ValueError) as exc:
+                raise StartupError(f"keystore {name}: {exc}") from None
+    except BaseException:
+        for keystore in opened.values():
+            await keystore.aclose()
+        raise
+    return opened
+
+
+async def purge_loop(service: KeyService, interval: float) -> None:
+    """Delete keys whose deletion window has ended, every ``interval`` s."""
+    while True:
+        try:
+            for key_id in await service.purge_due_keys():
+                log(logging.INFO, "key deleted after its pending window",
+                    key_id=key_id)
+        except Exception as exc:  # a failed run is retried on the next tick
+            log(logging.ERROR, "key purge failed", error=repr(exc))
+        await trio.sleep(interval)
+
+
+async def _watch_signals(server: Server, config: AgentConfig,
+                         cancel_scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log(logging.INFO, "stopping", signal=signal.Signals(signum).name)
+            await server.drain(config.drain_timeout)
+            cancel_scope.cancel()
+            return
+
+
+async def run_agent(config: AgentConfig, clock: Clock | None = None,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the agent until a stop signal; see the module docstring."""
+    lock = SocketLock(config.socket)
+    if not config.socket.parent.is_dir():
+        raise StartupError(f"socket directory {config.socket.parent} does not exist")
+    lock.acquire()
+    try:
+        keystores = await open_keystores(config)
+        try:
+            await _serve(config, keystores, clock or Clock(), task_status)
+        finally:
+            for keystore in keystores.values():
+                await keystore.aclose()
+    finally:
+        config.socket.unlink(missing_ok=True)
+        lock.release()
+    log(logging.INFO, "stopped")
+
+
+async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clock,
+                 task_status: Any) -> None:
+    store = SqliteStore(config.data_dir)
+    try:
+        keys = KeyService(store, keystores, config.default_keystore, clock,
+                          config.region)
+        dispatcher = Dispatcher(all_operations(), Services(keys=keys))
+        listener = bind_socket(config.socket, config.socket_mode, config.socket_group)
+        server = Server(listener, dispatcher, config.max_frame_bytes)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, server, config, nursery.cancel_scope)
+            await nursery.start(server.serve)
+            nursery.start_soon(purge_loop, keys, config.purge_interval)
+            log(logging.INFO, "ready", socket=str(config.socket),
+                keystore=",".join(keystores), store=str(store.path))
+            task_status.started(server)
+    finally:
+        await store.aclose()

@@ -1,0 +1,322 @@
+"""Key Service operations: one table entry per Alibaba Cloud KMS action.
+
+Each handler gets validated parameters, calls ``KeyService`` (or the
+alias and tag helpers) and shapes the reply with the API's field names.
+Lists use the API's wrappers, such as ``Keys.Key[]`` and ``Aliases.Alias[]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.context import RequestContext
+from agent.keys import aliases
+from agent.keys.service import CryptoResult, KeyService, MAX_PLAINTEXT_BYTES
+from agent.rpc.dispatch import CREATE, CRYPTO, READ, WRITE, Operation
+from agent.rpc.params import BOOL, BYTES, INT, LIST, MAP, PLAINTEXT, Param, string_map
+from agent.store.base import RESOURCE_KEY
+from agent.store.records import KeyFilter, KeyRecord
+from client.errors import InvalidParameterError
+
+KEY_ID = Param("KeyId", required=True, low=1, high=512)
+CONTEXT = Param("EncryptionContext", MAP)
+PAGE_NUMBER = Param("PageNumber", INT, low=1, high=2**31)
+PAGE_SIZE = Param("PageSize", INT, low=1, high=100)
+KEY_SPECS = ("Aliyun_AES_256", "Aliyun_AES_192", "Aliyun_AES_128", "Aliyun_SM4",
+             "RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P256K", "EC_SM2")
+FILTER_FIELDS = {
+    "KeyState": "key_state", "KeySpec": "key_spec", "KeyUsage": "key_usage",
+    "ProtectionLevel": "protection_level", "CreatorType": "creator_type",
+    "KeyId": "key_id", "keyId": "key_id", "AliasName": "alias_name",
+    "TagKey": "tag_key", "TagValue": "tag_value",
+}
+
+
+def _keys(services: Any) -> KeyService:
+    return services.keys
+
+
+def _context(values: dict[str, Any], name: str = "EncryptionContext") -> dict | None:
+    context = values.get(name)
+    return None if context is None else string_map(name, context)
+
+
+def _note(ctx: RequestContext, key: KeyRecord, version_id: str | None = None) -> None:
+    ctx.key_id = key.key_id
+    ctx.key_version_id = version_id
+
+
+def key_metadata(service: KeyService, key: KeyRecord) -> dict[str, Any]:
+    """Return the API's KeyMetadata map for a key."""
+    metadata = {
+        "KeyId": key.key_id, "Arn": service.arn(key), "KeySpec": key.key_spec,
+        "KeyUsage": key.key_usage, "KeyState": key.state, "Origin": key.origin,
+        "ProtectionLevel": key.protection_level, "Description": key.description,
+        "Creator": key.creator, "CreationDate": key.creation_date,
+        "PrimaryKeyVersion": key.primary_version_id or "",
+        "AutomaticRotation": key.automatic_rotation,
+        "DeletionProtection": "Enabled" if key.deletion_protection else "Disabled",
+        "DKMSInstanceId": key.keystore,
+    }
+    optional = {
+        "DeleteDate": key.delete_date, "RotationInterval": key.rotation_interval,
+        "LastRotationDate": key.last_rotation_date,
+        "NextRotationDate": key.next_rotation_date,
+        "MaterialExpireTime": key.material_expire_time,
+    }
+    metadata.update({name: value for name, value in optional.items() if value})
+    if key.deletion_protection:
+        metadata["DeletionProtectionDescription"] = key.deletion_protection_description
+    return metadata
+
+
+def tags_param(value: list[Any], key_name: str = "TagKey",
+               value_name: str = "TagValue") -> dict[str, str]:
+    """Convert ``[{"TagKey": k, "TagValue": v}, ...]`` to a map."""
+    tags = {}
+    for item in value:
+        if (not isinstance(item, dict) or set(item) - {key_name, value_name}
+                or not isinstance(item.get(key_name), str)
+                or not isinstance(item.get(value_name, ""), str)):
+            raise InvalidParameterError(
+                f"Tags must be a list of {{{key_name!r}: string, {value_name!r}: "
+                "string}} maps.")
+        tags[item[key_name]] = item.get(value_name, "")
+    return aliases.validate_tags(tags)
+
+
+def _page(values: dict[str, Any]) -> tuple[int, int, int]:
+    number = values.get("PageNumber", 1)
+    size = values.get("PageSize", 10)
+    return number, size, (number - 1) * size
+
+
+def _crypto_reply(ctx: RequestContext, result: CryptoResult) -> dict[str, Any]:
+    _note(ctx, result.key, result.version_id)
+    return {"KeyId": result.key.key_id, "KeyVersionId": result.version_id}
+
+
+# --- lifecycle ---------------------------------------------------------------
+
+
+async def create_key(services: Any, ctx: RequestContext, values: dict) -> dict:
+    service = _keys(services)
+    tags = tags_param(values.get("Tags", []))
+    key = await service.create_key(
+        key_spec=values.get("KeySpec", "Aliyun_AES_256"),
+        key_usage=values.get("KeyUsage"),
+        origin=values.get("Origin", "Aliyun_KMS"),
+        protection_level=values.get("ProtectionLevel"),
+        description=values.get("Description", ""), tags=tags,
+        keystore_name=values.get("DKMSInstanceId"),
+        creator=str(ctx.peer.uid if ctx.peer.uid is not None else "local"))
+    _note(ctx, key, key.primary_version_id)
+    return {"KeyMetadata": key_metadata(service, key)}
+
+
+async def describe_key(services: Any, ctx: RequestContext, values: dict) -> dict:
+    service = _keys(services)
+    key = await service.resolve(values["KeyId"])
+    _note(ctx, key)
+    return {"KeyMetadata": key_metadata(service, key)}
+
+
+async def list_keys(services: Any, ctx: RequestContext, values: dict) -> dict:
+    service = _keys(services)
+    number, size, offset = _page(values)
+    keys, total = await service.store.list_keys(
+        _key_filter(values.get("Filters", [])), offset, size)
+    entries = [{"KeyId": k.key_id, "KeyArn": service.arn(k)} for k in keys]
+    return {"Keys": {"Key": entries}, "PageNumber": number, "PageSize": size,
+            "TotalCount": total}
+
+
+def _key_filter(filters: list[Any]) -> KeyFilter:
+    if len(filters) > 10:
+        raise InvalidParameterError("Filters takes at most 10 entries.")
+    fields: dict[str, tuple[str, ...]] = {}
+    for entry in filters:
+        if (not isinstance(entry, dict) or set(entry) != {"Key", "Values"}
+                or entry["Key"] not in FILTER_FIELDS
+                or not isinstance(entry["Values"], list)
+                or not all(isinstance(v, str) for v in entry["Values"])):
+            raise InvalidParameterError(
+                "Filters must be a list of {\"Key\": name, \"Values\": [strings]} "
+                f"maps, with Key one of {', '.join(sorted(FILTER_FIELDS))}.")
+        field = FILTER_FIELDS[entry["Key"]]
+        fields[field] = fields.get(field, ()) + tuple(entry["Values"])
+    return KeyFilter(**fields)
+
+
+def _lifecycle(change):
+    """Build a handler that applies ``change(service, key_ref, values)``."""
+    async def handler(services: Any, ctx: RequestContext, values: dict) -> dict:
+        key = await change(_keys(services), values["KeyId"], values)
+        _note(ctx, key)
+        return {}
+    return handler
+
+
+async def set_deletion_protection(services: Any, ctx: RequestContext,
+                                  values: dict) -> dict:
+    key = await _keys(services).set_deletion_protection(
+        values["ProtectedResourceArn"], values["EnableDeletionProtection"],
+        values.get("DeletionProtectionDescription", ""))
+    _note(ctx, key)
+    return {}
+
+
+# --- cryptography ------------------------------------------------------------
+
+
+async def encrypt(services: Any, ctx: RequestContext, values: dict) -> dict:
+    result = await _keys(services).encrypt(
+        values["KeyId"], values["Plaintext"], _context(values))
+    return {**_crypto_reply(ctx, result), "CiphertextBlob": result.blob}
+
+
+async def decrypt(services: Any, ctx: RequestContext, values: dict) -> dict:
+    result = await _keys(services).decrypt(values["CiphertextBlob"], _context(values))
+    return {**_crypto_reply(ctx, result), "Plaintext": result.plaintext}
+
+
+async def re_encrypt(services: Any, ctx: RequestContext, values: dict) -> dict:
+    result = await _keys(services).re_encrypt(
+        values["CiphertextBlob"], _context(values, "SourceEncryptionContext"),
+        values["DestinationKeyId"], _context(values, "DestinationEncryptionContext"))
+    return {**_crypto_reply(ctx, result), "CiphertextBlob": result.blob}
+
+
+def _data_key(with_plaintext: bool):
+    async def handler(services: Any, ctx: RequestContext, values: dict) -> dict:
+        result = await _keys(services).generate_data_key(
+            values["KeyId"], values.get("NumberOfBytes"), values.get("KeySpec"),
+            _context(values))
+        reply = {**_crypto_reply(ctx, result), "CiphertextBlob": result.blob}
+        if with_plaintext:
+            reply["Plaintext"] = result.plaintext
+        return reply
+    return handler
+
+
+# --- aliases and tags --------------------------------------------------------
+
+
+async def create_alias(services: Any, ctx: RequestContext, values: dict) -> dict:
+    key = await aliases.create_alias(_keys(services), values["AliasName"],
+                                     values["KeyId"])
+    _note(ctx, key)
+    return {}
+
+
+async def update_alias(services: Any, ctx: RequestContext, values: dict) -> dict:
+    key = await aliases.update_alias(_keys(services), values["AliasName"],
+                                     values["KeyId"])
+    _note(ctx, key)
+    return {}
+
+
+async def delete_alias(services: Any, ctx: RequestContext, values: dict) -> dict:
+    await aliases.delete_alias(_keys(services), values["AliasName"])
+    return {}
+
+
+async def list_aliases(services: Any, ctx: RequestContext, values: dict) -> dict:
+    service = _keys(services)
+    key_id = None
+    if "KeyId" in values:
+        key = await service.resolve(values["KeyId"])
+        _note(ctx, key)
+        key_id = key.key_id
+    number, size, offset = _page(values)
+    found, total = await service.store.list_aliases(key_id, offset, size)
+    entries = [{
+        "AliasName": a.alias_name, "KeyId": a.key_id,
+        "AliasArn": f"acs:kms:{service.region}:{service.default_keystore}:"
+                    f"{a.alias_name}",
+    } for a in found]
+    return {"Aliases": {"Alias": entries}, "PageNumber": number, "PageSize": size,
+            "TotalCount": total}
+
+
+async def tag_resource(services: Any, ctx: RequestContext, values: dict) -> dict:
+    tags = tags_param(values["Tags"])
+    if not 1 <= len(tags) <= 10:
+        raise InvalidParameterError("Tags must hold 1 to 10 tags.")
+    key = await aliases.tag_key(_keys(services), values["KeyId"], tags)
+    _note(ctx, key)
+    return {}
+
+
+async def untag_resource(services: Any, ctx: RequestContext, values: dict) -> dict:
+    tag_keys = values["TagKeys"]
+    if not all(isinstance(k, str) for k in tag_keys):
+        raise InvalidParameterError("TagKeys must be a list of strings.")
+    key = await aliases.untag_key(_keys(services), values["KeyId"], tag_keys)
+    _note(ctx, key)
+    return {}
+
+
+async def list_resource_tags(services: Any, ctx: RequestContext, values: dict) -> dict:
+    service = _keys(services)
+    key = await service.resolve(values["KeyId"])
+    _note(ctx, key)
+    tags = await service.store.get_tags(RESOURCE_KEY, key.key_id)
+    entries = [{"KeyId": key.key_id, "TagKey": k, "TagValue": v}
+               for k, v in tags.items()]
+    return {"Tags": {"Tag": entries}}
+
+
+def _op(name: str, handler, group: str, *params: Param) -> Operation:
+    return Operation(name, handler, params, permission=f"kms:{name}", group=group)
+
+
+OPERATIONS = [
+    _op("CreateKey", create_key, CREATE,
+        Param("KeySpec", choices=KEY_SPECS), Param("KeyUsage"), Param("Origin"),
+        Param("ProtectionLevel"), Param("Description", high=8192),
+        Param("Tags", LIST, high=20), Param("DKMSInstanceId", high=64)),
+    _op("DescribeKey", describe_key, READ, KEY_ID),
+    _op("ListKeys", list_keys, READ, PAGE_NUMBER, PAGE_SIZE, Param("Filters", LIST)),
+    _op("EnableKey", _lifecycle(lambda s, k, v: s.set_enabled(k, True)), WRITE,
+        KEY_ID),
+    _op("DisableKey", _lifecycle(lambda s, k, v: s.set_enabled(k, False)), WRITE,
+        KEY_ID),
+    _op("UpdateKeyDescription",
+        _lifecycle(lambda s, k, v: s.update_description(k, v["Description"])), WRITE,
+        KEY_ID, Param("Description", required=True, high=8192)),
+    _op("ScheduleKeyDeletion",
+        _lifecycle(lambda s, k, v: s.schedule_deletion(k, v["PendingWindowInDays"])),
+        WRITE, KEY_ID, Param("PendingWindowInDays", INT, required=True, low=7, high=366)),
+    _op("CancelKeyDeletion", _lifecycle(lambda s, k, v: s.cancel_deletion(k)), WRITE,
+        KEY_ID),
+    _op("SetDeletionProtection", set_deletion_protection, WRITE,
+        Param("ProtectedResourceArn", required=True, low=1, high=512),
+        Param("EnableDeletionProtection", BOOL, required=True),
+        Param("DeletionProtectionDescription", high=8192)),
+    _op("Encrypt", encrypt, CRYPTO, KEY_ID,
+        Param("Plaintext", PLAINTEXT, required=True, high=MAX_PLAINTEXT_BYTES), CONTEXT),
+    _op("Decrypt", decrypt, CRYPTO,
+        Param("CiphertextBlob", BYTES, required=True, high=65536), CONTEXT),
+    _op("ReEncrypt", re_encrypt, CRYPTO,
+        Param("CiphertextBlob", BYTES, required=True, high=65536),
+        Param("DestinationKeyId", required=True, low=1, high=512),
+        Param("SourceEncryptionContext", MAP),
+        Param("DestinationEncryptionContext", MAP)),
+    _op("GenerateDataKey", _data_key(True), CRYPTO, KEY_ID,
+        Param("KeySpec", choices=("AES_256", "AES_128")),
+        Param("NumberOfBytes", INT, low=1, high=1024), CONTEXT),
+    _op("GenerateDataKeyWithoutPlaintext", _data_key(False), CRYPTO, KEY_ID,
+        Param("KeySpec", choices=("AES_256", "AES_128")),
+        Param("NumberOfBytes", INT, low=1, high=1024), CONTEXT),
+    _op("CreateAlias", create_alias, WRITE,
+        Param("AliasName", required=True), KEY_ID),
+    _op("UpdateAlias", update_alias, WRITE, Param("AliasName", required=True), KEY_ID),
+    _op("DeleteAlias", delete_alias, WRITE, Param("AliasName", required=True)),
+    _op("ListAliases", list_aliases, READ, PAGE_NUMBER, PAGE_SIZE),
+    _op("ListAliasesByKeyId", list_aliases, READ, KEY_ID, PAGE_NUMBER, PAGE_SIZE),
+    _op("TagResource", tag_resource, WRITE, KEY_ID, Param("Tags", LIST, required=True)),
+    _op("UntagResource", untag_resource, WRITE, KEY_ID,
+        Param("TagKeys", LIST, required=True, low=1, high=10)),
+    _op("ListResourceTags", list_resource_tags, READ, KEY_ID),
+]

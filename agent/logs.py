@@ -1,0 +1,80 @@
+"""Operator logs: constant messages, data in fields from one vocabulary.
+
+Every log call passes its data as fields named in ``FIELDS``; a field
+outside the vocabulary is a programming error caught by the tests. On a
+terminal the lines are readable text; on a pipe (journald, a container
+runtime) each line is one JSON object. Only the server loop, the entry
+point and background jobs log; domain code raises. Nothing here ever
+receives a plaintext, a data key, a PIN or a secret value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+LOGGER_NAME = "kms_agent"
+
+FIELDS = frozenset({
+    "op", "key_id", "key_version", "code", "http_status", "duration_ms",
+    "request_id", "peer_uid", "peer_gid", "peer_pid", "detail", "error",
+    "socket", "keystore", "store", "version", "count", "in_flight", "signal",
+    "connections", "config",
+})
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+def log(level: int, message: str, **fields: Any) -> None:
+    """Log a constant ``message`` with data in vocabulary ``fields``."""
+    unknown = set(fields) - FIELDS
+    if unknown:
+        raise ValueError(f"log fields outside the vocabulary: {sorted(unknown)}")
+    if logger.isEnabledFor(level):
+        logger.log(level, message, extra={"fields": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, msg and the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal: time, level, message, key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        fields = getattr(record, "fields", {})
+        pairs = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
+        if pairs:
+            line += "  " + pairs
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(level: str, log_format: str, stream: TextIO | None = None) -> None:
+    """Send agent logs to ``stream`` (stdout) in the configured format."""
+    stream = stream or sys.stdout
+    use_json = log_format == "json" or (
+        log_format == "auto" and not stream.isatty())
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False

@@ -1,0 +1,99 @@
+"""The operation table and the dispatcher every transport calls.
+
+An ``Operation`` is defined once, independent of transport: its name (the
+Alibaba Cloud KMS action), its parameter schema, the permission it needs,
+its quota group and a handler. A handler parses nothing itself: it gets
+validated parameters, calls a domain service and shapes the reply.
+
+``Dispatcher.handle`` runs one request and writes its one log line.
+Caller errors reach the caller as they are; anything unexpected is
+logged with its traceback and answered with a generic InternalFailure
+carrying the request id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Awaitable, Callable, Iterable
+
+from agent.context import RequestContext
+from agent.logs import LOGGER_NAME, log
+from agent.rpc.params import Param, parse_params
+from client.errors import (
+    CallerError, InternalFailureError, InvalidApiNameError, KmsError,
+)
+
+Handler = Callable[[Any, RequestContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+# Quota groups, as the KMS API throttles them.
+CREATE = "create"
+CRYPTO = "cryptographic"
+READ = "read"
+WRITE = "write"
+
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    """One RPC operation: name, schema, permission, quota group, handler."""
+
+    name: str
+    handler: Handler
+    params: tuple[Param, ...] = ()
+    permission: str = ""
+    group: str = READ
+
+
+class Dispatcher:
+    """Validate, run and log requests against an operation table."""
+
+    def __init__(self, operations: Iterable[Operation], services: Any):
+        self.operations = {op.name: op for op in operations}
+        self.services = services
+
+    async def handle(self, ctx: RequestContext, params: Any) -> dict[str, Any]:
+        """Run the request named by ``ctx.operation``.
+
+        Returns:
+            The result map, with ``RequestId`` added.
+        Raises:
+            KmsError: with ``request_id`` set; never another exception type.
+        """
+        started = time.perf_counter()
+        failure: KmsError | None = None
+        try:
+            operation = self.operations.get(ctx.operation)
+            if operation is None:
+                raise InvalidApiNameError(
+                    f"The operation {ctx.operation!r} is not known.")
+            values = parse_params(params, operation.params)
+            result = await operation.handler(self.services, ctx, values)
+            result["RequestId"] = ctx.request_id
+            return result
+        except KmsError as error:
+            error.request_id = ctx.request_id
+            failure = error
+            raise
+        except Exception:
+            logging.getLogger(LOGGER_NAME).exception(
+                "request failed unexpectedly",
+                extra={"fields": {"op": ctx.operation, "request_id": ctx.request_id}})
+            failure = InternalFailureError(request_id=ctx.request_id)
+            raise failure from None
+        finally:
+            self._log_request(ctx, failure, started)
+
+    @staticmethod
+    def _log_request(ctx: RequestContext, failure: KmsError | None,
+                     started: float) -> None:
+        level = logging.INFO
+        if failure is not None and not isinstance(failure, CallerError):
+            level = logging.WARNING
+        log(level, "request",
+            op=ctx.operation, code=failure.code if failure else "OK",
+            request_id=ctx.request_id, key_id=ctx.key_id,
+            key_version=ctx.key_version_id, peer_uid=ctx.peer.uid,
+            peer_pid=ctx.peer.pid,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            detail=getattr(failure, "detail", None))

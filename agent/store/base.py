@@ -1,0 +1,112 @@
+"""The metadata store interface.
+
+Each write method is one transaction that is durable when it returns, so
+the agent replies only after its change would survive a crash. Updates
+of a key are compare-and-swap on ``KeyRecord.revision``: a stale writer
+gets ``ConflictError`` and must reread. Backends: ``sqlite.SqliteStore``.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from agent.store.records import AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord
+
+RESOURCE_KEY = "key"
+
+
+class StoreError(Exception):
+    """The store failed; the agent answers with an internal error."""
+
+
+class ConflictError(StoreError):
+    """A compare-and-swap lost against a concurrent writer."""
+
+
+class DuplicateError(StoreError):
+    """A unique name (such as an alias) is already taken."""
+
+
+class Store(abc.ABC):
+    """Keys, key versions, aliases and tags of every keystore."""
+
+    @abc.abstractmethod
+    async def insert_key(self, key: KeyRecord, version: KeyVersionRecord | None,
+                         tags: dict[str, str]) -> None:
+        """Insert a new key with its first version (if any) and tags."""
+
+    @abc.abstractmethod
+    async def update_key(self, key: KeyRecord) -> KeyRecord:
+        """Write ``key`` if the stored revision equals ``key.revision``.
+
+        Returns:
+            The stored record, with ``revision`` incremented.
+        Raises:
+            ConflictError: the key changed or vanished since it was read.
+        """
+
+    @abc.abstractmethod
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        """Return the key or None."""
+
+    @abc.abstractmethod
+    async def list_keys(self, where: KeyFilter, offset: int,
+                        limit: int) -> tuple[list[KeyRecord], int]:
+        """Return one page of keys, oldest first, and the total count."""
+
+    @abc.abstractmethod
+    async def get_version(self, version_id: str) -> KeyVersionRecord | None:
+        """Return a key version or None."""
+
+    @abc.abstractmethod
+    async def list_versions(self, key_id: str) -> list[KeyVersionRecord]:
+        """Return the versions of a key, oldest first."""
+
+    @abc.abstractmethod
+    async def create_alias(self, alias: AliasRecord) -> None:
+        """Insert an alias; raise DuplicateError if the name is taken."""
+
+    @abc.abstractmethod
+    async def update_alias(self, alias_name: str, key_id: str, now: str) -> bool:
+        """Point an alias at another key; return False if it does not exist."""
+
+    @abc.abstractmethod
+    async def delete_alias(self, alias_name: str) -> bool:
+        """Delete an alias; return False if it does not exist."""
+
+    @abc.abstractmethod
+    async def get_alias(self, alias_name: str) -> AliasRecord | None:
+        """Return the alias or None."""
+
+    @abc.abstractmethod
+    async def list_aliases(self, key_id: str | None, offset: int,
+                           limit: int) -> tuple[list[AliasRecord], int]:
+        """Return one page of aliases (of one key, or all) and the total."""
+
+    @abc.abstractmethod
+    async def set_tags(self, resource_type: str, resource_id: str,
+                       tags: dict[str, str]) -> None:
+        """Add or overwrite tags on a resource."""
+
+    @abc.abstractmethod
+    async def remove_tags(self, resource_type: str, resource_id: str,
+                          tag_keys: list[str]) -> None:
+        """Remove tags by key; missing keys are ignored."""
+
+    @abc.abstractmethod
+    async def get_tags(self, resource_type: str, resource_id: str) -> dict[str, str]:
+        """Return the tags of a resource."""
+
+    @abc.abstractmethod
+    async def keys_due_for_deletion(self, now: str) -> list[str]:
+        """Return ids of keys pending deletion whose delete date has passed."""
+
+    @abc.abstractmethod
+    async def purge_key(self, key_id: str, now: str) -> bool:
+        """Delete a key pending deletion whose date has passed, with its
+        versions, aliases and tags. Return False if another writer did it
+        first or the key is no longer due."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close connections; pending writes have completed."""
