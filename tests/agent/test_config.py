@@ -1,0 +1,94 @@
+"""Configuration loading: every bad key is named, paths resolve."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+VALID = {
+    "agent": {"socket": "run/agent.sock", "data_dir": "data"},
+    "keystores": {"default": {"type": "pkcs11", "module": "/lib/x.so",
+                              "token_label": "t", "pin_file": "pin"}},
+}
+
+
+def with_change(section: str, key: str, value) -> dict:
+    raw = copy.deepcopy(VALID)
+    target = raw
+    for part in section.split("."):
+        target = target.setdefault(part, {})
+    target[key] = value
+    return raw
+
+
+def test_example_config_is_valid():
+    """config.example.toml loads and resolves paths next to itself."""
+    config = load_config(REPO / "config.example.toml")
+    assert config.socket == REPO / "var/run/agent.sock"
+    assert config.keystores["default"].pin_file == REPO / "var/token/pin"
+    assert config.socket_mode == 0o660
+
+
+def test_relative_paths_join_base(tmp_path):
+    """Relative paths are resolved against the config's directory."""
+    config = parse_config(copy.deepcopy(VALID), tmp_path)
+    assert config.data_dir == tmp_path / "data"
+
+
+@pytest.mark.parametrize("section, key, value, named", [
+    ("agent", "sockett", "x", "agent.sockett"),
+    ("agent", "max_frame_bytes", "big", "agent.max_frame_bytes"),
+    ("agent", "max_frame_bytes", 10, "agent.max_frame_bytes"),
+    ("agent", "drain_timeout", True, "agent.drain_timeout"),
+    ("agent", "socket_mode", "0666", "agent.socket_mode"),
+    ("agent", "socket_mode", "rw", "agent.socket_mode"),
+    ("agent", "region", "bad region", "agent.region"),
+    ("agent", "default_keystore", "nope", "agent.default_keystore"),
+    ("log", "level", "loud", "log.level"),
+    ("log", "colour", "yes", "log.colour"),
+    ("keystores.default", "type", "cloud", "keystores.default.type"),
+    ("keystores.default", "pin", "1234", "keystores.default.pin"),
+    ("keystores.default", "pin_env", "PIN", "keystores.default"),
+    ("keystores.default", "worker_threads", 0, "keystores.default.worker_threads"),
+])
+def test_bad_keys_are_named(tmp_path, section, key, value, named):
+    """Each invalid key raises ConfigError whose message names it."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(with_change(section, key, value), tmp_path)
+    assert named in str(caught.value)
+
+
+def test_missing_required_key(tmp_path):
+    """A missing socket path is reported by name."""
+    raw = copy.deepcopy(VALID)
+    del raw["agent"]["socket"]
+    with pytest.raises(ConfigError, match="agent.socket: missing"):
+        parse_config(raw, tmp_path)
+
+
+def test_unknown_section(tmp_path):
+    """An unknown top-level table is reported."""
+    raw = copy.deepcopy(VALID)
+    raw["extra"] = {}
+    with pytest.raises(ConfigError, match="extra: unknown key"):
+        parse_config(raw, tmp_path)
+
+
+def test_invalid_toml(tmp_path):
+    """A file that is not TOML is reported with its path."""
+    path = tmp_path / "bad.toml"
+    path.write_text("[agent\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    """A missing file is reported with its path."""
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.toml")
