@@ -364,6 +364,7 @@ class Connection:
         dropped = min(length, len(self._buffer) - start)
         self._offset = start + dropped
         self._skip = length - dropped
+        self._compact()
         kind = "request" if self.role is Role.SERVER else "reply"
         error = RequestTooLargeError(
             f"The {kind} frame of {length} bytes exceeds the maximum frame size "
