@@ -1,0 +1,397 @@
+"""The blocking client, and the typed operation wrappers both clients share.
+
+``KmsClient`` talks to the agent over its Unix socket with one request in
+flight at a time. It connects on first use, redoes the handshake after a
+broken connection, and serializes calls from many threads with a lock.
+``KmsOperations`` holds the snake_case wrappers (``encrypt``,
+``create_key`` ...). They only build the PascalCase params map and return
+whatever ``call`` returns: the result map here, an awaitable of it in
+``client.aio``. The protocol itself lives in ``client.wire``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
+
+from client.errors import (
+    InternalFailureError,
+    InvalidParameterError,
+    ReadTimeoutError,
+    ServerUnreachableError,
+    error_from_wire,
+)
+from client.wire import (
+    CLOSED,
+    DEFAULT_SOCKET_PATH,
+    NEED_DATA,
+    SOCKET_ENV,
+    Connection,
+    Event,
+    Hello,
+    ProtocolError,
+    Request,
+    Response,
+    Role,
+    Welcome,
+)
+
+# Replies may be larger than the requests the agent accepts (a page of key
+# metadata, say), so the clients accept reply frames up to this size.
+MAX_REPLY_FRAME_SIZE = 16 * 1024 * 1024
+
+_RECEIVE_SIZE = 65536
+
+ResultT = TypeVar("ResultT")
+
+
+def resolve_socket_path(socket_path: str | os.PathLike[str] | None = None) -> str:
+    """Return ``socket_path``, else ``$KMS_AGENT_SOCKET``, else the default."""
+    if socket_path is not None:
+        return os.fspath(socket_path)
+    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET_PATH
+
+
+def _present(**params: Any) -> dict[str, Any]:
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def _as_bytes(name: str, value: str | bytes) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidParameterError(f"{name} must be str or bytes, not {type(value).__name__}.")
+
+
+def _tag_list(tags: Mapping[str, str] | list[dict[str, str]] | None) -> Any:
+    # The API takes tags as [{"TagKey", "TagValue"}]; a mapping is a shorthand.
+    if isinstance(tags, Mapping):
+        return [{"TagKey": key, "TagValue": value} for key, value in tags.items()]
+    return tags
+
+
+class KmsOperations(Generic[ResultT]):
+    """Typed wrappers over ``call`` with the API's parameters in snake_case.
+
+    Arguments left as None are not sent, so the agent applies the API's
+    default. Each wrapper returns what ``call`` returns and raises what it
+    raises. ``plaintext`` may be str (sent as UTF-8) or bytes.
+    """
+
+    def call(self, operation: str, **params: Any) -> ResultT:
+        raise NotImplementedError
+
+    def create_key(self, *, key_spec: str | None = None, key_usage: str | None = None,
+                   origin: str | None = None, protection_level: str | None = None,
+                   description: str | None = None,
+                   enable_automatic_rotation: bool | None = None,
+                   rotation_interval: str | None = None,
+                   tags: Mapping[str, str] | list[dict[str, str]] | None = None
+                   ) -> ResultT:
+        """Create a key. The result holds ``KeyMetadata``."""
+        return self.call("CreateKey", **_present(
+            KeySpec=key_spec, KeyUsage=key_usage, Origin=origin,
+            ProtectionLevel=protection_level, Description=description,
+            EnableAutomaticRotation=enable_automatic_rotation,
+            RotationInterval=rotation_interval, Tags=_tag_list(tags),
+        ))
+
+    def describe_key(self, key_id: str) -> ResultT:
+        """Describe a key by id, alias or ARN. The result holds ``KeyMetadata``."""
+        return self.call("DescribeKey", KeyId=key_id)
+
+    def list_keys(self, *, page_number: int | None = None, page_size: int | None = None,
+                  filters: list[dict[str, Any]] | None = None) -> ResultT:
+        """List keys, one page at a time, optionally filtered."""
+        return self.call("ListKeys", **_present(
+            PageNumber=page_number, PageSize=page_size, Filters=filters,
+        ))
+
+    def enable_key(self, key_id: str) -> ResultT:
+        """Enable a key."""
+        return self.call("EnableKey", KeyId=key_id)
+
+    def disable_key(self, key_id: str) -> ResultT:
+        """Disable a key, so that it can no longer encrypt or decrypt."""
+        return self.call("DisableKey", KeyId=key_id)
+
+    def schedule_key_deletion(self, key_id: str, pending_window_in_days: int) -> ResultT:
+        """Schedule a key for deletion after the given number of days."""
+        return self.call("ScheduleKeyDeletion", KeyId=key_id,
+                         PendingWindowInDays=pending_window_in_days)
+
+    def cancel_key_deletion(self, key_id: str) -> ResultT:
+        """Cancel a scheduled deletion; the key becomes Enabled."""
+        return self.call("CancelKeyDeletion", KeyId=key_id)
+
+    def encrypt(self, key_id: str, plaintext: str | bytes,
+                encryption_context: Mapping[str, str] | None = None) -> ResultT:
+        """Encrypt ``plaintext`` under a key. The result holds ``CiphertextBlob``."""
+        return self.call("Encrypt", **_present(
+            KeyId=key_id, Plaintext=_as_bytes("plaintext", plaintext),
+            EncryptionContext=encryption_context,
+        ))
+
+    def decrypt(self, ciphertext_blob: bytes,
+                encryption_context: Mapping[str, str] | None = None) -> ResultT:
+        """Decrypt a blob; the key comes from the blob. The result holds ``Plaintext``."""
+        return self.call("Decrypt", **_present(
+            CiphertextBlob=ciphertext_blob, EncryptionContext=encryption_context,
+        ))
+
+    def re_encrypt(self, ciphertext_blob: bytes, destination_key_id: str, *,
+                   source_encryption_context: Mapping[str, str] | None = None,
+                   destination_encryption_context: Mapping[str, str] | None = None
+                   ) -> ResultT:
+        """Decrypt a blob and encrypt its plaintext under another key, in the agent."""
+        return self.call("ReEncrypt", **_present(
+            CiphertextBlob=ciphertext_blob, DestinationKeyId=destination_key_id,
+            SourceEncryptionContext=source_encryption_context,
+            DestinationEncryptionContext=destination_encryption_context,
+        ))
+
+    def generate_data_key(self, key_id: str, number_of_bytes: int | None = None,
+                          key_spec: str | None = None,
+                          encryption_context: Mapping[str, str] | None = None
+                          ) -> ResultT:
+        """Generate a data key. The result holds ``Plaintext`` and ``CiphertextBlob``."""
+        return self.call("GenerateDataKey", **_present(
+            KeyId=key_id, NumberOfBytes=number_of_bytes, KeySpec=key_spec,
+            EncryptionContext=encryption_context,
+        ))
+
+    def generate_data_key_without_plaintext(
+        self, key_id: str, number_of_bytes: int | None = None,
+        key_spec: str | None = None,
+        encryption_context: Mapping[str, str] | None = None,
+    ) -> ResultT:
+        """Generate a data key and return only its ``CiphertextBlob``."""
+        return self.call("GenerateDataKeyWithoutPlaintext", **_present(
+            KeyId=key_id, NumberOfBytes=number_of_bytes, KeySpec=key_spec,
+            EncryptionContext=encryption_context,
+        ))
+
+    def create_alias(self, alias_name: str, key_id: str) -> ResultT:
+        """Create the alias ``alias_name`` (``alias/...``) for a key."""
+        return self.call("CreateAlias", AliasName=alias_name, KeyId=key_id)
+
+    def update_alias(self, alias_name: str, key_id: str) -> ResultT:
+        """Point an existing alias at another key."""
+        return self.call("UpdateAlias", AliasName=alias_name, KeyId=key_id)
+
+    def delete_alias(self, alias_name: str) -> ResultT:
+        """Delete an alias; the key is not affected."""
+        return self.call("DeleteAlias", AliasName=alias_name)
+
+    def list_aliases(self, *, page_number: int | None = None,
+                     page_size: int | None = None) -> ResultT:
+        """List aliases, one page at a time."""
+        return self.call("ListAliases", **_present(
+            PageNumber=page_number, PageSize=page_size,
+        ))
+
+    def tag_resource(self, key_id: str,
+                     tags: Mapping[str, str] | list[dict[str, str]]) -> ResultT:
+        """Add or replace tags on a key; a mapping is taken as key to value."""
+        return self.call("TagResource", KeyId=key_id, Tags=_tag_list(tags))
+
+    def untag_resource(self, key_id: str, tag_keys: list[str]) -> ResultT:
+        """Remove the tags with the given keys from a key."""
+        return self.call("UntagResource", KeyId=key_id, TagKeys=list(tag_keys))
+
+    def list_resource_tags(self, key_id: str) -> ResultT:
+        """List the tags of a key."""
+        return self.call("ListResourceTags", KeyId=key_id)
+
+
+class KmsClient(KmsOperations[dict[str, Any]]):
+    """A blocking, thread-safe client of the agent.
+
+    Args:
+        socket_path: the agent's socket; defaults to ``$KMS_AGENT_SOCKET``,
+            then ``/run/kms-agent/agent.sock``.
+        timeout: seconds to wait for each reply. It is also sent to the
+            agent as the request's ``timeout_ms``.
+        connect_timeout: seconds allowed for connecting and the handshake.
+    """
+
+    def __init__(self, socket_path: str | os.PathLike[str] | None = None, *,
+                 timeout: float = 30.0, connect_timeout: float = 5.0):
+        self.socket_path = resolve_socket_path(socket_path)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._connection: Connection | None = None
+        self._peer_closed = False
+        self._owner_pid = 0
+        self._last_request_id = 0
+
+    def __repr__(self) -> str:
+        return f"KmsClient(socket_path={self.socket_path!r})"
+
+    def __enter__(self) -> KmsClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; a later call opens a new one."""
+        with self._lock:
+            self._disconnect()
+
+    def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """Call ``operation`` with PascalCase ``params`` and return the result map.
+
+        Raises:
+            KmsError: the typed error the agent returned, such as
+                ``KeyNotFoundError``, with ``code``, ``http_status`` and
+                ``request_id``.
+            ServerUnreachableError: the socket cannot be reached or the
+                connection broke before the reply.
+            ReadTimeoutError: no reply came within ``timeout`` seconds.
+        """
+        if not isinstance(operation, str) or not operation:
+            raise InvalidParameterError("The operation name must be a non-empty string.")
+        with self._lock:
+            response = self._call_locked(operation, params)
+        if response.error is not None:
+            raise error_from_wire(response.error)
+        return response.result  # type: ignore[return-value]
+
+    def _call_locked(self, operation: str, params: dict[str, Any]) -> Response:
+        self._last_request_id += 1
+        request = Request(self._last_request_id, operation, params,
+                          timeout_ms=int(self.timeout * 1000))
+        is_new = self._connect_if_needed()
+        try:
+            self._send(request)
+        except ServerUnreachableError:
+            if is_new:
+                raise
+            # The agent may have closed an idle connection. A write to a
+            # closed Unix socket fails before the peer can read a whole
+            # frame, so the request was not run and one retry is safe.
+            self._connect_if_needed()
+            self._send(request)
+        return self._receive_reply(request.id, time.monotonic() + self.timeout)
+
+    # --- connection --------------------------------------------------------------
+
+    def _connect_if_needed(self) -> bool:
+        # Return True when a new connection was opened.
+        if self._socket is not None and self._owner_pid == os.getpid():
+            return False
+        self._disconnect()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.connect_timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise ServerUnreachableError(
+                f"Cannot connect to the agent socket {self.socket_path}: "
+                f"{exc.strerror or exc}. Check that kms-agent is running and "
+                f"that {SOCKET_ENV} names its socket."
+            ) from exc
+        self._socket = sock
+        self._connection = Connection(Role.CLIENT, max_frame_size=MAX_REPLY_FRAME_SIZE)
+        self._peer_closed = False
+        self._owner_pid = os.getpid()
+        self._handshake()
+        return True
+
+    def _handshake(self) -> None:
+        deadline = time.monotonic() + self.connect_timeout
+        self._write(self._connection.send(Hello()), self.connect_timeout)
+        event = self._read_event(deadline, self.connect_timeout)
+        if type(event) is not Welcome:
+            self._disconnect()
+            raise InternalFailureError("The agent did not answer the hello with a welcome.")
+
+    def _disconnect(self) -> None:
+        # A socket inherited across fork() is closed in the child only;
+        # the parent's connection stays open.
+        if self._socket is not None:
+            self._socket.close()
+        self._socket = None
+        self._connection = None
+
+    # --- requests and replies ------------------------------------------------------
+
+    def _send(self, request: Request) -> None:
+        self._write(self._connection.send(request), self.timeout)
+
+    def _write(self, data: bytes, timeout: float) -> None:
+        self._socket.settimeout(timeout)
+        try:
+            self._socket.sendall(data)
+        except TimeoutError as exc:
+            self._disconnect()
+            raise ReadTimeoutError(
+                f"The agent did not accept the request within {timeout} seconds."
+            ) from exc
+        except OSError as exc:
+            self._disconnect()
+            raise ServerUnreachableError(
+                f"The connection to the agent broke: {exc.strerror or exc}."
+            ) from exc
+
+    def _receive_reply(self, request_id: int, deadline: float) -> Response:
+        while True:
+            event = self._read_event(deadline, self.timeout)
+            if type(event) is Response and event.id in (request_id, 0):
+                return event
+            if type(event) is ProtocolError and event.request_id in (request_id, 0):
+                raise event.error
+            # Anything else belongs to no request of this client; skip it.
+
+    def _read_event(self, deadline: float, timeout: float) -> Event:
+        # Return the next event, reading as needed. A stream that ended or
+        # failed closes the connection and raises.
+        connection = self._connection
+        while True:
+            event = connection.next_event()
+            if event is NEED_DATA:
+                connection.receive_data(self._receive(deadline, timeout))
+                continue
+            if event is CLOSED:
+                self._disconnect()
+                raise ServerUnreachableError("The agent closed the connection.")
+            if type(event) is ProtocolError and event.fatal:
+                self._disconnect()
+                if self._peer_closed:
+                    raise ServerUnreachableError(
+                        "The agent closed the connection in the middle of a frame."
+                    ) from event.error
+                raise event.error
+            return event
+
+    def _receive(self, deadline: float, timeout: float) -> bytes:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            self._socket.settimeout(remaining)
+            data = self._socket.recv(_RECEIVE_SIZE)
+        except TimeoutError as exc:
+            # A reply that comes later would arrive on a connection nobody
+            # reads, so the connection is dropped.
+            self._disconnect()
+            raise ReadTimeoutError(
+                f"The agent did not reply within {timeout} seconds."
+            ) from exc
+        except OSError as exc:
+            self._disconnect()
+            raise ServerUnreachableError(
+                f"The connection to the agent broke: {exc.strerror or exc}."
+            ) from exc
+        if not data:
+            self._peer_closed = True
+        return data
