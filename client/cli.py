@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,7 +21,7 @@ import re
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn, TextIO
 
 from client import envelope
@@ -30,8 +31,8 @@ from client.errors import (
     MissingParameterError,
     ServerUnreachableError,
 )
+from client.wire import SOCKET_ENV
 
-SOCKET_ENV = "KMS_AGENT_SOCKET"
 DEFAULT_TIMEOUT = 30.0
 
 # Parameters the cloud API sends as Base64; the agent takes raw bytes.
@@ -118,7 +119,11 @@ ClientFactory = Callable[[str | None, float], Any]
 
 def main() -> NoReturn:
     """Run ``kmsctl`` with ``sys.argv`` and exit with its status."""
-    sys.exit(run(sys.argv[1:]))
+    try:
+        status = run(sys.argv[1:])
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)
 
 
 def run(argv: list[str], *, client_factory: ClientFactory | None = None,
@@ -144,8 +149,8 @@ def run(argv: list[str], *, client_factory: ClientFactory | None = None,
             _run_file_command(invocation, factory, socket_path, stdin, stderr)
             return 0
         params = convert_params(invocation.params, stdin)
-        reply = _call(factory, socket_path, invocation.timeout,
-                      invocation.command, params)
+        with _agent_client(factory, socket_path, invocation.timeout) as client:
+            reply = client.call(invocation.command, **params)
     except KmsError as error:
         stderr.write(format_error(error) + "\n")
         return 1 if 400 <= error.http_status < 500 else 2
@@ -357,31 +362,31 @@ def _connect(socket_path: str | None, timeout: float) -> Any:
     return KmsClient(socket_path, timeout=timeout)
 
 
-def _call(factory: ClientFactory, socket_path: str | None, timeout: float,
-          operation: str, params: dict[str, Any]) -> dict[str, Any]:
-    client = _open_client(factory, socket_path, timeout)
+@contextlib.contextmanager
+def _agent_client(factory: ClientFactory, socket_path: str | None,
+                  timeout: float) -> Iterator[Any]:
+    """Yield a client from ``factory`` and close it after the block.
+
+    The client library reports connection failures as KmsError itself; an
+    OSError that escapes it is turned into SDK.ServerUnreachable here.
+    """
     try:
-        return client.call(operation, **params)
+        client = factory(socket_path, timeout)
     except OSError as error:
-        raise ServerUnreachableError(
-            f"The agent socket cannot be reached: {error.strerror or error}.") from None
+        raise _unreachable(error) from None
+    try:
+        yield client
+    except ConnectionError as error:
+        raise _unreachable(error) from None
     finally:
-        _close_client(client)
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
 
 
-def _open_client(factory: ClientFactory, socket_path: str | None,
-                 timeout: float) -> Any:
-    try:
-        return factory(socket_path, timeout)
-    except OSError as error:
-        raise ServerUnreachableError(
-            f"The agent socket cannot be reached: {error.strerror or error}.") from None
-
-
-def _close_client(client: Any) -> None:
-    close = getattr(client, "close", None)
-    if close is not None:
-        close()
+def _unreachable(error: OSError) -> ServerUnreachableError:
+    return ServerUnreachableError(
+        f"The agent socket cannot be reached: {error.strerror or error}.")
 
 
 def _run_file_command(invocation: Invocation, factory: ClientFactory,
@@ -390,16 +395,12 @@ def _run_file_command(invocation: Invocation, factory: ClientFactory,
     in_path, out_path = invocation.paths
     context = _file_context(invocation, stdin)
     progress = _progress_bar(stderr, envelope.input_size(in_path))
-    client = _open_client(factory, socket_path, invocation.timeout)
     try:
-        _seal_or_open(invocation, client, in_path, out_path, context, progress)
-    except ConnectionError as error:
-        raise ServerUnreachableError(
-            f"The agent connection failed: {error.strerror or error}.") from None
+        with _agent_client(factory, socket_path, invocation.timeout) as client:
+            _seal_or_open(invocation, client, in_path, out_path, context, progress)
     except OSError as error:
         raise InvalidParameterError(_describe_os_error(error)) from None
     finally:
-        _close_client(client)
         if progress is not None:
             progress.finish()
 

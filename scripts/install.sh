@@ -107,8 +107,8 @@ install_package() {
     fi
     step "installing kms-agent and its test extras with pip"
     rm -f "$INSTALL_STAMP"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$REPO[test]" \
-        || die "pip install -e '$REPO[test]' failed; check the network to PyPI and the output above"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -e "${REPO}[test]" \
+        || die "pip install -e '${REPO}[test]' failed; check the network to PyPI and the output above"
     printf '%s\n' "$wanted" >"$INSTALL_STAMP"
 }
 
