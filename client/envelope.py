@@ -10,22 +10,22 @@ file size. Format version 1, all integers big-endian::
             | CiphertextBlob | encryption context (canonical JSON, UTF-8)
     chunks  AES-256-GCM(plaintext chunk) || tag[16], one after another
 
-Every chunk but the last contains exactly ``chunk size`` plaintext bytes; the
-last contains 0 to ``chunk size`` bytes, so an empty file still has one. The
-GCM key of a file is HKDF-SHA256(data key, salt, info="kms-agent envelope
-v1"), and chunk ``i`` uses the nonce 0x00000000 || u64(i). A counter
-cannot repeat within a file, and the random salt gives every file its own
-key even if a data key were ever used twice. The AAD of chunk ``i`` is
-SHA-256(header) || u64(i) || u8(last chunk ? 1 : 0). This binds the
-header to every chunk, so changing, reordering, dropping, truncating or
-appending anything fails to decrypt.
+Every chunk but the last contains exactly ``chunk size`` plaintext bytes
+(1 byte to 16 MiB, 64 KiB by default). The last contains 0 to ``chunk
+size`` bytes, so an empty file still has one. The GCM key of a file is
+HKDF-SHA256(data key, salt, info="kms-agent envelope v1"), and chunk ``i``
+uses the nonce 0x00000000 || u64(i). A counter cannot repeat within a
+file, and the random salt gives every file its own key even if a data key
+were ever used twice. The AAD of chunk ``i`` is SHA-256(header) || u64(i)
+|| u8(1 if it is the last chunk, else 0). This binds the header to every
+chunk, so changing, reordering, dropping, truncating or appending
+anything fails to decrypt.
 
 Every decrypt failure raises one ``InvalidCiphertextError``, whatever the
 cause. The encryption context is bound twice: by the agent to the data
 key's blob, and by the header hash to the chunks. Decrypting needs the
 same context again.
 """
-
 from __future__ import annotations
 
 import base64
