@@ -99,6 +99,8 @@ _KIND_NAMES = {
 def _check(param: Param, value: Any) -> Any:
     if param.choices and value not in param.choices:
         raise _invalid(param, f"must be one of {', '.join(param.choices)}")
+    if param.low is None and param.high is None:
+        return value
     measure = value if param.kind == INT else len(value)
     what = "" if param.kind == INT else " long"
     if param.low is not None and measure < param.low:

@@ -259,6 +259,9 @@ async def test_re_encrypt_wrong_source_context(agent):
     ("CreateKey", {"Tags": [{"TagKey": "acs:x", "TagValue": "v"}]},
      errors.InvalidParameterError),
     ("NoSuchOperation", {}, errors.InvalidApiNameError),
+    ("SetDeletionProtection",
+     {"ProtectedResourceArn": "k", "EnableDeletionProtection": "maybe"},
+     errors.InvalidParameterError),
 ])
 async def test_bad_parameters(agent, op, params, error):
     """Each malformed request gets its typed error."""
@@ -280,3 +283,40 @@ async def test_sm4_key_uses_software(agent):
     enc = await agent.call("Encrypt", KeyId=meta["KeyId"], Plaintext=b"sm4")
     dec = await agent.call("Decrypt", CiphertextBlob=enc["CiphertextBlob"])
     assert dec["Plaintext"] == b"sm4"
+
+
+async def test_deletion_protection_flag(agent):
+    """SetDeletionProtection takes a boolean and shows in DescribeKey."""
+    key_id = await agent.new_key()
+    await agent.call("SetDeletionProtection", ProtectedResourceArn=key_id,
+                     EnableDeletionProtection=True)
+    meta = (await agent.call("DescribeKey", KeyId=key_id))["KeyMetadata"]
+    assert meta["DeletionProtection"] == "Enabled"
+    with pytest.raises(errors.DeletionProtectedError):
+        await agent.call("ScheduleKeyDeletion", KeyId=key_id, PendingWindowInDays=7)
+
+
+async def test_purge_with_fake_clock(agent):
+    """A key is purged only after its window ends on the injected clock."""
+    key_id = await agent.new_key()
+    await agent.call("ScheduleKeyDeletion", KeyId=key_id, PendingWindowInDays=7)
+    agent.clock.advance(days=6, hours=23)
+    assert await agent.keys.purge_due_keys() == []
+    agent.clock.advance(hours=1)
+    assert await agent.keys.purge_due_keys() == [key_id]
+    with pytest.raises(errors.KeyNotFoundError):
+        await agent.call("DescribeKey", KeyId=key_id)
+
+
+async def test_pending_import_state_rules(agent):
+    """PendingImport keys reject crypto and toggling with 409 codes."""
+    import dataclasses
+    key_id = await agent.new_key()
+    key = await agent.store.get_key(key_id)
+    await agent.store.update_key(dataclasses.replace(key, state="PendingImport"))
+    with pytest.raises(errors.KeyPendingImportError):
+        await agent.call("Encrypt", KeyId=key_id, Plaintext=b"x")
+    with pytest.raises(errors.StateModifiedFailedError):
+        await agent.call("EnableKey", KeyId=key_id)
+    with pytest.raises(errors.StateModifiedFailedError):
+        await agent.call("CancelKeyDeletion", KeyId=key_id)
