@@ -65,7 +65,8 @@ def _as_bytes(name: str, value: str | bytes) -> bytes:
         return value.encode("utf-8")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    raise InvalidParameterError(f"{name} must be str or bytes, not {type(value).__name__}.")
+    kind = type(value).__name__
+    raise InvalidParameterError(f"{name} must be str or bytes, not {kind}.")
 
 
 def _tag_list(tags: Mapping[str, str] | list[dict[str, str]] | None) -> Any:
@@ -120,7 +121,8 @@ class KmsOperations(Generic[ResultT]):
         """Disable a key, so that it can no longer encrypt or decrypt."""
         return self.call("DisableKey", KeyId=key_id)
 
-    def schedule_key_deletion(self, key_id: str, pending_window_in_days: int) -> ResultT:
+    def schedule_key_deletion(self, key_id: str,
+                              pending_window_in_days: int) -> ResultT:
         """Schedule a key for deletion after the given number of days."""
         return self.call("ScheduleKeyDeletion", KeyId=key_id,
                          PendingWindowInDays=pending_window_in_days)
@@ -139,7 +141,7 @@ class KmsOperations(Generic[ResultT]):
 
     def decrypt(self, ciphertext_blob: bytes,
                 encryption_context: Mapping[str, str] | None = None) -> ResultT:
-        """Decrypt a blob; the key comes from the blob. The result holds ``Plaintext``."""
+        """Decrypt a blob under the key named in it; the result holds ``Plaintext``."""
         return self.call("Decrypt", **_present(
             CiphertextBlob=ciphertext_blob, EncryptionContext=encryption_context,
         ))
@@ -159,7 +161,7 @@ class KmsOperations(Generic[ResultT]):
                           key_spec: str | None = None,
                           encryption_context: Mapping[str, str] | None = None
                           ) -> ResultT:
-        """Generate a data key. The result holds ``Plaintext`` and ``CiphertextBlob``."""
+        """Generate a data key, returned as ``Plaintext`` and ``CiphertextBlob``."""
         return self.call("GenerateDataKey", **_present(
             KeyId=key_id, NumberOfBytes=number_of_bytes, KeySpec=key_spec,
             EncryptionContext=encryption_context,
@@ -258,7 +260,7 @@ class KmsClient(KmsOperations[dict[str, Any]]):
             ReadTimeoutError: no reply came within ``timeout`` seconds.
         """
         if not isinstance(operation, str) or not operation:
-            raise InvalidParameterError("The operation name must be a non-empty string.")
+            raise InvalidParameterError("The operation name must be a non-empty str.")
         with self._lock:
             response = self._call_locked(operation, params)
         if response.error is not None:
@@ -282,7 +284,7 @@ class KmsClient(KmsOperations[dict[str, Any]]):
             self._send(request)
         return self._receive_reply(request.id, time.monotonic() + self.timeout)
 
-    # --- connection --------------------------------------------------------------
+    # --- connection -----------------------------------------------------------
 
     def _connect_if_needed(self) -> bool:
         # Return True when a new connection was opened.
@@ -313,7 +315,8 @@ class KmsClient(KmsOperations[dict[str, Any]]):
         event = self._read_event(deadline, self.connect_timeout)
         if type(event) is not Welcome:
             self._disconnect()
-            raise InternalFailureError("The agent did not answer the hello with a welcome.")
+            message = "The agent answered the hello without a welcome."
+            raise InternalFailureError(message)
 
     def _disconnect(self) -> None:
         # A socket inherited across fork() is closed in the child only;
@@ -323,7 +326,7 @@ class KmsClient(KmsOperations[dict[str, Any]]):
         self._socket = None
         self._connection = None
 
-    # --- requests and replies ------------------------------------------------------
+    # --- requests and replies -------------------------------------------------
 
     def _send(self, request: Request) -> None:
         self._write(self._connection.send(request), self.timeout)

@@ -8,7 +8,8 @@ and both clients (``client.sync``, ``client.aio``) share it.
 The client's first frame is a hello and the server replies with a welcome.
 Received frames that break the protocol become ``ProtocolError`` events.
 Such an event is fatal (the connection must close) only when the stream
-cannot go on: before the handshake is complete, or on a truncated frame.
+cannot go on: before the handshake is complete, on a second hello or
+welcome, and on a truncated frame.
 A bad frame later in the stream is reported and skipped, so one buggy
 request does not cost the caller its connection.
 """
@@ -89,7 +90,7 @@ class Role(enum.Enum):
     SERVER = "server"
 
 
-# --- events ------------------------------------------------------------------
+# --- events -------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -232,7 +233,7 @@ def _check_reply(request_id: int, result: Any, error: Any) -> str | None:
     return None
 
 
-# --- the connection ------------------------------------------------------------
+# --- the connection -----------------------------------------------------------
 
 
 class Connection:
@@ -292,7 +293,7 @@ class Connection:
         """The number of received bytes not yet turned into events."""
         return len(self._buffer) - self._offset
 
-    # --- receiving -------------------------------------------------------------
+    # --- receiving ------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the peer; ``b""`` means the peer closed.
@@ -330,8 +331,9 @@ class Connection:
     def next_event(self) -> Event | _Sentinel:
         """Return the next event, ``NEED_DATA`` or ``CLOSED``.
 
-        After a fatal ``ProtocolError`` or the end of stream, every call
-        returns ``CLOSED``.
+        Frames received before the end of stream are still returned. Once
+        a fatal ``ProtocolError`` or ``CLOSED`` has been returned, every
+        later call returns ``CLOSED``.
         """
         if self._failed:
             return CLOSED
@@ -418,7 +420,7 @@ class Connection:
         return self._reject(self._malformed(text), request_id
                             if _is_request_id(request_id) else 0)
 
-    # --- received messages, server role -----------------------------------------
+    # --- received messages, server role ---------------------------------------
 
     def _on_hello(self, message: dict[str, Any]) -> Hello | ProtocolError:
         if self._ready:
@@ -467,7 +469,7 @@ class Connection:
             return ProtocolError(ParseRequestError(text), request_id)
         return Request(request_id, op, params, timeout_ms)
 
-    # --- received messages, client role -----------------------------------------
+    # --- received messages, client role ---------------------------------------
 
     def _on_welcome(self, message: dict[str, Any]) -> Welcome | ProtocolError:
         if self._ready:
@@ -525,15 +527,16 @@ class Connection:
             return self._fail(error_from_wire(error))
         return self._fail(InternalFailureError("The first frame must be a welcome."))
 
-    # --- sending -----------------------------------------------------------------
+    # --- sending --------------------------------------------------------------
 
     def send(self, event: Event) -> bytes:
         """Check ``event`` against the protocol and return its framed bytes.
 
         Raises:
             LocalProtocolError: this role may not send the event now.
-            InvalidParameterError: the event holds a value that msgpack
-                cannot encode.
+            InvalidParameterError: (client role) the event holds a value
+                that msgpack cannot encode.
+            InternalFailureError: (server role) the same, for a reply.
             RequestTooLargeError: (client role) the request is larger than
                 the server's maximum frame size.
         """
@@ -554,7 +557,11 @@ class Connection:
         try:
             payload = self._packer.pack(message)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidParameterError(
+            # A client's params come from its caller; a server's result is
+            # built by the agent, so there the fault is internal.
+            error_class = (InvalidParameterError if self.role is Role.CLIENT
+                           else InternalFailureError)
+            raise error_class(
                 f"The {message['type']} holds a value that msgpack cannot encode. "
                 f"Use only nil, booleans, integers, floats, strings, bytes, "
                 f"arrays and maps."
@@ -609,6 +616,8 @@ class Connection:
             raise LocalProtocolError(
                 f"version {event.version} was not offered by the client"
             )
+        if event.version not in SUPPORTED_VERSIONS:
+            raise LocalProtocolError(f"version {event.version} is not supported")
         data = self._frame({"type": "welcome", "version": event.version,
                             "server": event.server, "max_frame": event.max_frame})
         self._handshake_sent = True

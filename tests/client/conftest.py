@@ -51,6 +51,7 @@ class FakeAgent:
         self.requests: list[Request] = []
         self.accepted = 0
         self.dropped = threading.Semaphore(0)
+        self._received = threading.Condition()
         self._sockets: list[socket.socket] = []
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(path)
@@ -68,6 +69,13 @@ class FakeAgent:
     def wait_dropped(self) -> None:
         """Block until the agent has closed one more connection."""
         assert self.dropped.acquire(timeout=10), "the fake agent closed no connection"
+
+    def wait_for_requests(self, count: int) -> None:
+        """Block until the agent has received ``count`` requests in all."""
+        with self._received:
+            arrived = self._received.wait_for(lambda: len(self.requests) >= count,
+                                              timeout=10)
+        assert arrived, f"the fake agent received fewer than {count} requests"
 
     def _accept_loop(self) -> None:
         while True:
@@ -114,7 +122,9 @@ class FakeAgent:
                 if event.fatal:
                     return
             else:
-                self.requests.append(event)
+                with self._received:
+                    self.requests.append(event)
+                    self._received.notify_all()
                 if not self.handler(event, reply):
                     return
 

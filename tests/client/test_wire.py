@@ -84,7 +84,7 @@ def assert_still_serving(server: Connection) -> None:
     assert event == Request(99, "ListKeys", {})
 
 
-# --- golden frames ---------------------------------------------------------------
+# --- golden frames ------------------------------------------------------------
 
 
 def from_json(value):
@@ -151,7 +151,7 @@ def test_golden_vectors_cover_messages():
     assert {"hello", "welcome", "request", "response", "error_response"} <= names
 
 
-# --- back to back ------------------------------------------------------------------
+# --- back to back -------------------------------------------------------------
 
 
 def test_handshake_sets_versions():
@@ -257,7 +257,7 @@ def test_error_response_helper():
     })
 
 
-# --- bad input on the server side ------------------------------------------------------
+# --- bad input on the server side ---------------------------------------------
 
 
 def test_oversize_reported_at_header():
@@ -506,7 +506,7 @@ def test_data_after_fatal_ignored():
     assert server.buffered_bytes == 0
 
 
-# --- bad input on the client side ----------------------------------------------------
+# --- bad input on the client side ---------------------------------------------
 
 
 def reply_frame(**fields) -> bytes:
@@ -659,7 +659,7 @@ def test_truncated_reply_fatal():
     assert event.fatal is True
 
 
-# --- checks on sending ------------------------------------------------------------------
+# --- checks on sending --------------------------------------------------------
 
 
 def test_request_before_welcome_raises():
@@ -763,3 +763,10 @@ def test_bad_max_frame_size_raises():
     """The frame limit must be a positive integer."""
     with pytest.raises(ValueError):
         Connection(Role.SERVER, max_frame_size=0)
+
+
+def test_unencodable_result_is_internal():
+    """A server result msgpack cannot encode is an internal failure."""
+    _, server = handshaken_pair()
+    with pytest.raises(errors.InternalFailureError):
+        server.send(Response(1, result={"When": object()}))
