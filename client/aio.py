@@ -3,7 +3,7 @@
 Use it as ``async with AsyncKmsClient() as client``. Entering opens the
 connection, does the handshake and starts a reader task that hands each
 reply to the call waiting on its request id, so calls from many tasks
-share one connection and may be answered in any order. When the
+share one connection and their replies may come in any order. When the
 connection breaks, every waiting call fails with ``ServerUnreachableError``
 and the next call opens a new connection. The typed wrappers come from
 ``client.sync.KmsOperations`` and the protocol from ``client.wire``.
@@ -221,7 +221,7 @@ class AsyncKmsClient(KmsOperations[Awaitable[dict[str, Any]]]):
         except trio.TooSlowError as exc:
             await trio.aclose_forcefully(stream)
             raise ReadTimeoutError(
-                f"The agent did not answer the hello within {self.connect_timeout} "
+                f"The agent did not reply to the hello within {self.connect_timeout} "
                 f"seconds."
             ) from exc
         except BaseException:

@@ -3,7 +3,7 @@
 ``KmsClient`` talks to the agent over its Unix socket with one request in
 flight at a time. It connects on first use, redoes the handshake after a
 broken connection, and serializes calls from many threads with a lock.
-``KmsOperations`` holds the snake_case wrappers (``encrypt``,
+``KmsOperations`` contains the snake_case wrappers (``encrypt``,
 ``create_key`` ...). They only build the PascalCase params map and return
 whatever ``call`` returns: the result map here, an awaitable of it in
 ``client.aio``. The protocol itself lives in ``client.wire``.
@@ -94,7 +94,7 @@ class KmsOperations(Generic[ResultT]):
                    rotation_interval: str | None = None,
                    tags: Mapping[str, str] | list[dict[str, str]] | None = None
                    ) -> ResultT:
-        """Create a key. The result holds ``KeyMetadata``."""
+        """Create a key. The result contains ``KeyMetadata``."""
         return self.call("CreateKey", **_present(
             KeySpec=key_spec, KeyUsage=key_usage, Origin=origin,
             ProtectionLevel=protection_level, Description=description,
@@ -103,7 +103,7 @@ class KmsOperations(Generic[ResultT]):
         ))
 
     def describe_key(self, key_id: str) -> ResultT:
-        """Describe a key by id, alias or ARN. The result holds ``KeyMetadata``."""
+        """Describe a key by id, alias or ARN; the result contains ``KeyMetadata``."""
         return self.call("DescribeKey", KeyId=key_id)
 
     def list_keys(self, *, page_number: int | None = None, page_size: int | None = None,
@@ -133,7 +133,7 @@ class KmsOperations(Generic[ResultT]):
 
     def encrypt(self, key_id: str, plaintext: str | bytes,
                 encryption_context: Mapping[str, str] | None = None) -> ResultT:
-        """Encrypt ``plaintext`` under a key. The result holds ``CiphertextBlob``."""
+        """Encrypt ``plaintext`` under a key; the result contains ``CiphertextBlob``."""
         return self.call("Encrypt", **_present(
             KeyId=key_id, Plaintext=_as_bytes("plaintext", plaintext),
             EncryptionContext=encryption_context,
@@ -141,7 +141,7 @@ class KmsOperations(Generic[ResultT]):
 
     def decrypt(self, ciphertext_blob: bytes,
                 encryption_context: Mapping[str, str] | None = None) -> ResultT:
-        """Decrypt a blob under the key named in it; the result holds ``Plaintext``."""
+        """Decrypt a blob under the key named in it, returning ``Plaintext``."""
         return self.call("Decrypt", **_present(
             CiphertextBlob=ciphertext_blob, EncryptionContext=encryption_context,
         ))
@@ -315,7 +315,7 @@ class KmsClient(KmsOperations[dict[str, Any]]):
         event = self._read_event(deadline, self.connect_timeout)
         if type(event) is not Welcome:
             self._disconnect()
-            message = "The agent answered the hello without a welcome."
+            message = "The agent replied to the hello without a welcome."
             raise InternalFailureError(message)
 
     def _disconnect(self) -> None:
@@ -384,8 +384,8 @@ class KmsClient(KmsOperations[dict[str, Any]]):
             self._socket.settimeout(remaining)
             data = self._socket.recv(_RECEIVE_SIZE)
         except TimeoutError as exc:
-            # A reply that comes later would arrive on a connection nobody
-            # reads, so the connection is dropped.
+            # The agent may be stuck on this connection, so the next call
+            # starts on a new one, where no late reply can arrive.
             self._disconnect()
             raise ReadTimeoutError(
                 f"The agent did not reply within {timeout} seconds."

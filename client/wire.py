@@ -1,7 +1,7 @@
 """Sans-IO framing and messages of the kms-agent protocol, for both sides.
 
 A frame is a 4-byte big-endian length N followed by N bytes of msgpack that
-hold one map. ``Connection`` turns received bytes into events and events
+contain one map. ``Connection`` turns received bytes into events and events
 into the bytes to write. It never touches a socket, so the agent's server
 and both clients (``client.sync``, ``client.aio``) share it.
 
@@ -135,7 +135,7 @@ class Response:
     """The reply to request ``id``: a result map or an error map.
 
     ``id`` 0 marks an error about a frame whose id could not be read. The
-    repr lists result names only, because a result may hold a plaintext.
+    repr lists result names only, because a result may contain a plaintext.
     """
 
     id: int
@@ -223,13 +223,13 @@ def _is_request_id(value: Any) -> bool:
 def _check_reply(request_id: int, result: Any, error: Any) -> str | None:
     # Return what is wrong with a response, or None when it is well formed.
     if (result is _MISSING) == (error is _MISSING):
-        return "The response must hold exactly one of 'result' and 'error'."
+        return "The response must contain exactly one of 'result' and 'error'."
     if error is not _MISSING and type(error) is not dict:
         return _field_error("response", "error", "a map", error)
     if result is not _MISSING and type(result) is not dict:
         return _field_error("response", "result", "a map", result)
     if request_id == 0 and result is not _MISSING:
-        return "A response with id 0 must hold an error, not a result."
+        return "A response with id 0 must contain an error, not a result."
     return None
 
 
@@ -285,7 +285,7 @@ class Connection:
 
     @property
     def pending_requests(self) -> frozenset[int]:
-        """(client role) The ids of requests sent and not yet answered."""
+        """(client role) The ids of requests sent and still awaiting a reply."""
         return frozenset(self._pending)
 
     @property
@@ -534,7 +534,7 @@ class Connection:
 
         Raises:
             LocalProtocolError: this role may not send the event now.
-            InvalidParameterError: (client role) the event holds a value
+            InvalidParameterError: (client role) the event contains a value
                 that msgpack cannot encode.
             InternalFailureError: (server role) the same, for a reply.
             RequestTooLargeError: (client role) the request is larger than
@@ -562,7 +562,7 @@ class Connection:
             error_class = (InvalidParameterError if self.role is Role.CLIENT
                            else InternalFailureError)
             raise error_class(
-                f"The {message['type']} holds a value that msgpack cannot encode. "
+                f"The {message['type']} contains a value that msgpack cannot encode. "
                 f"Use only nil, booleans, integers, floats, strings, bytes, "
                 f"arrays and maps."
             ) from exc
@@ -611,7 +611,7 @@ class Connection:
 
     def _send_welcome(self, event: Welcome) -> bytes:
         if not self._ready or self._handshake_sent:
-            raise LocalProtocolError("welcome must answer the hello, once")
+            raise LocalProtocolError("welcome must be sent once, after the hello")
         if event.version not in self._peer_versions:
             raise LocalProtocolError(
                 f"version {event.version} was not offered by the client"

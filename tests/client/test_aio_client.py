@@ -14,9 +14,9 @@ from conftest import echo_handler
 
 
 def hold_then_reverse(count: int, reply_order: list[int]):
-    """Return a handler that answers ``count`` requests in reverse order.
+    """Return a handler that replies to ``count`` requests in reverse order.
 
-    The ids it answers go to ``reply_order``, in the order sent.
+    The ids it replies to go to ``reply_order``, in the order sent.
     """
     held = []
     lock = threading.Lock()
@@ -127,14 +127,14 @@ async def test_late_reply_ignored(agent):
     """A reply after its call timed out is dropped; the connection goes on."""
     held = []
 
-    def answer_late(request, reply):
+    def reply_late(request, reply):
         if request.id == 1:
             held.append(request)
             return True
         echo_handler(held[0], reply)
         echo_handler(request, reply)
         return True
-    agent.handler = answer_late
+    agent.handler = reply_late
     async with AsyncKmsClient(agent.path, timeout=0.2) as client:
         with pytest.raises(errors.ReadTimeoutError):
             await client.call("First")

@@ -199,7 +199,7 @@ def test_missing_socket_unreachable(tmp_path):
 
 
 def test_stale_socket_unreachable(tmp_path):
-    """A socket file nobody listens on raises ServerUnreachableError."""
+    """A socket file without a listener raises ServerUnreachableError."""
     path = tmp_path / "stale.sock"
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(path))

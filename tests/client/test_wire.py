@@ -146,7 +146,7 @@ def test_golden_frame_decoding(vector):
 
 
 def test_golden_vectors_cover_messages():
-    """The golden file holds every message type and an error reply."""
+    """The golden file contains every message type and an error reply."""
     names = {vector["name"] for vector in golden_vectors()}
     assert {"hello", "welcome", "request", "response", "error_response"} <= names
 
@@ -731,7 +731,7 @@ def test_result_before_welcome_raises():
 
 
 def test_error_before_welcome_allowed():
-    """A server may answer a bad first frame with an error."""
+    """A server may reply to a bad first frame with an error."""
     server = Connection(Role.SERVER)
     data = server.send(error_response(errors.ParseRequestError()))
     assert data[4:5] == b"\x83"
