@@ -30,6 +30,9 @@ class RequestContext:
     operation: str
     peer: Peer
     deadline: float | None = None
+    # The principal the transport authenticated; None until access
+    # control names one.
+    principal: str | None = None
     # Filled by handlers for the request's log line: the key and version
     # the request touched.
     key_id: str | None = None

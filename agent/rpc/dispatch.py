@@ -6,6 +6,10 @@ its quota group and a handler. A handler parses nothing itself: it gets
 validated parameters, calls a domain service and shapes the reply.
 
 ``Dispatcher.handle`` runs one request and writes its one log line.
+Cross-cutting checks (authorization, quotas, audit) are ``Stage``
+objects: each ``before`` runs after parameter validation and may refuse
+the request; each ``after`` runs, in reverse order, before the reply is
+sent, with the result or the error.
 Caller errors reach the caller as they are; anything unexpected is
 logged with its traceback and answered with a generic InternalFailure
 carrying the request id.
@@ -45,12 +49,27 @@ class Operation:
     group: str = READ
 
 
+class Stage:
+    """A check around every request; the default does nothing."""
+
+    async def before(self, ctx: RequestContext, operation: Operation,
+                     values: dict[str, Any]) -> None:
+        """Run before the handler; raise a KmsError to refuse the request."""
+
+    async def after(self, ctx: RequestContext, operation: Operation | None,
+                    result: dict[str, Any] | None,
+                    failure: KmsError | None) -> None:
+        """Run before the reply is sent; raise a KmsError to fail it."""
+
+
 class Dispatcher:
     """Validate, run and log requests against an operation table."""
 
-    def __init__(self, operations: Iterable[Operation], services: Any):
+    def __init__(self, operations: Iterable[Operation], services: Any,
+                 stages: Iterable[Stage] = ()):
         self.operations = {op.name: op for op in operations}
         self.services = services
+        self.stages = list(stages)
 
     async def handle(self, ctx: RequestContext, params: Any) -> dict[str, Any]:
         """Run the request named by ``ctx.operation``.
@@ -61,28 +80,44 @@ class Dispatcher:
             KmsError: with ``request_id`` set; never another exception type.
         """
         started = time.perf_counter()
+        operation = self.operations.get(ctx.operation)
         failure: KmsError | None = None
         try:
-            operation = self.operations.get(ctx.operation)
-            if operation is None:
-                raise InvalidApiNameError(
-                    f"The operation {ctx.operation!r} is not known.")
-            values = parse_params(params, operation.params)
-            result = await operation.handler(self.services, ctx, values)
+            try:
+                result = await self._run(ctx, operation, params)
+            except KmsError as error:
+                failure = error
+            except Exception:
+                logging.getLogger(LOGGER_NAME).exception(
+                    "request failed unexpectedly",
+                    extra={"fields": {"op": ctx.operation,
+                                      "request_id": ctx.request_id}})
+                failure = InternalFailureError()
+            try:
+                await self._after(ctx, operation, None if failure else result, failure)
+            except KmsError as error:
+                failure = error
+            if failure is not None:
+                failure.request_id = ctx.request_id
+                raise failure
             result["RequestId"] = ctx.request_id
             return result
-        except KmsError as error:
-            error.request_id = ctx.request_id
-            failure = error
-            raise
-        except Exception:
-            logging.getLogger(LOGGER_NAME).exception(
-                "request failed unexpectedly",
-                extra={"fields": {"op": ctx.operation, "request_id": ctx.request_id}})
-            failure = InternalFailureError(request_id=ctx.request_id)
-            raise failure from None
         finally:
             self._log_request(ctx, failure, started)
+
+    async def _run(self, ctx: RequestContext, operation: Operation | None,
+                   params: Any) -> dict[str, Any]:
+        if operation is None:
+            raise InvalidApiNameError(f"The operation {ctx.operation!r} is not known.")
+        values = parse_params(params, operation.params)
+        for stage in self.stages:
+            await stage.before(ctx, operation, values)
+        return await operation.handler(self.services, ctx, values)
+
+    async def _after(self, ctx: RequestContext, operation: Operation | None,
+                     result: dict[str, Any] | None, failure: KmsError | None) -> None:
+        for stage in reversed(self.stages):
+            await stage.after(ctx, operation, result, failure)
 
     @staticmethod
     def _log_request(ctx: RequestContext, failure: KmsError | None,
