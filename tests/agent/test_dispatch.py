@@ -33,7 +33,8 @@ class Recorder(Stage):
             raise errors.NoPermissionError()
 
     async def after(self, ctx, operation, result, failure):
-        self.seen.append((ctx.operation, result, failure and failure.code))
+        self.seen.append((ctx.operation, dict(result) if result else None,
+                          failure and failure.code))
 
 
 def dispatcher(*stages):
