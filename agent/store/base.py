@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import abc
 
-from agent.store.records import AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord
+from agent.store.records import (
+    AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord, SecretFilter, SecretRecord,
+    SecretVersionRecord,
+)
 
 RESOURCE_KEY = "key"
+RESOURCE_SECRET = "secret"
 
 
 class StoreError(Exception):
@@ -27,8 +31,89 @@ class DuplicateError(StoreError):
     """A unique name (such as an alias) is already taken."""
 
 
-class Store(abc.ABC):
-    """Keys, key versions, aliases and tags of every keystore."""
+class SecretStore(abc.ABC):
+    """Secrets, their versions and stages; tags use ``RESOURCE_SECRET``.
+
+    Every change of a secret (metadata, stages, versions) goes through
+    ``write_secret``, a compare-and-swap on ``SecretRecord.revision``, so
+    a writer that read a stale stage map gets ``ConflictError``.
+    """
+
+    @abc.abstractmethod
+    async def insert_secret(self, secret: SecretRecord, version: SecretVersionRecord,
+                            tags: dict[str, str]) -> None:
+        """Insert a new secret with its first version, stages and tags.
+
+        Raises:
+            DuplicateError: a secret of that name exists (in any state).
+        """
+
+    @abc.abstractmethod
+    async def write_secret(self, secret: SecretRecord,
+                           new_version: SecretVersionRecord | None,
+                           drop_versions: list[str]) -> SecretRecord:
+        """Store ``secret`` and its stage map if the revision still matches.
+
+        Inserts ``new_version`` and deletes ``drop_versions`` in the same
+        transaction.
+
+        Returns:
+            The stored record, with ``revision`` incremented.
+        Raises:
+            ConflictError: the secret changed or vanished since it was read.
+            DuplicateError: ``new_version`` has a version id already used.
+        """
+
+    @abc.abstractmethod
+    async def get_secret(self, secret_name: str) -> SecretRecord | None:
+        """Return the secret with its stage map, or None."""
+
+    @abc.abstractmethod
+    async def read_secret_version(
+            self, secret_name: str, version_id: str | None, stage: str | None,
+    ) -> tuple[SecretRecord | None, SecretVersionRecord | None]:
+        """Return a secret and one version, read in one snapshot.
+
+        The version is ``version_id`` if given, else the one that carries
+        ``stage``; it is None if no such version exists.
+        """
+
+    @abc.abstractmethod
+    async def list_secret_versions(self, secret_name: str) -> list[SecretVersionRecord]:
+        """Return the versions of a secret, oldest first."""
+
+    @abc.abstractmethod
+    async def list_secrets(self, where: SecretFilter, offset: int,
+                           limit: int) -> tuple[list[SecretRecord], int]:
+        """Return one page of secrets, oldest first, and the total count."""
+
+    @abc.abstractmethod
+    async def delete_secret(self, secret_name: str) -> bool:
+        """Delete a secret with its versions and tags at once.
+
+        Returns False if it does not exist.
+        """
+
+    @abc.abstractmethod
+    async def secrets_due_for_deletion(self, now: str) -> list[str]:
+        """Return names of secrets whose recovery window has ended."""
+
+    @abc.abstractmethod
+    async def purge_secret(self, secret_name: str, now: str) -> bool:
+        """Delete a secret whose recovery window has ended.
+
+        Returns False if another writer did it first, or the secret was
+        restored or is not due.
+        """
+
+    @abc.abstractmethod
+    async def secrets_due_for_rotation(self, now: str) -> list[str]:
+        """Return names of secrets with automatic rotation due by ``now``,
+        excluding secrets in their recovery window."""
+
+
+class Store(SecretStore):
+    """Keys, key versions, aliases and tags of every keystore, and secrets."""
 
     @abc.abstractmethod
     async def insert_key(self, key: KeyRecord, version: KeyVersionRecord | None,

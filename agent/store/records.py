@@ -91,3 +91,72 @@ class KeyFilter:
     alias_name: tuple[str, ...] = ()
     tag_key: tuple[str, ...] = ()
     tag_value: tuple[str, ...] = ()
+
+
+# Secret stages that the Secrets Manager moves by itself.
+ACS_CURRENT = "ACSCurrent"
+ACS_PREVIOUS = "ACSPrevious"
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretRecord:
+    """A secret's metadata and its stage map (stage name to version id).
+
+    ``planned_delete_time`` is set while the secret is in its recovery
+    window. ``rotation_interval`` is in seconds. ``last_rotation_error``
+    is the failure of the latest rotation attempt, or None after a
+    success; it never contains a secret value or command output.
+    """
+
+    secret_name: str
+    secret_type: str
+    encryption_key_id: str
+    keystore: str
+    description: str
+    creator: str
+    create_time: str
+    update_time: str
+    stages: dict[str, str] = dataclasses.field(default_factory=dict)
+    planned_delete_time: str | None = None
+    automatic_rotation: str = "Disabled"
+    rotation_interval: int | None = None
+    last_rotation_date: str | None = None
+    next_rotation_date: str | None = None
+    last_rotation_error: str | None = None
+    revision: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretVersionRecord:
+    """One version of a secret value, sealed in an envelope.
+
+    ``data_key_blob`` is a Key Service ciphertext blob of the data key;
+    ``iv`` and ``ciphertext`` are the AES-GCM encryption of the value
+    under that data key. ``value_format`` names the envelope layout.
+    """
+
+    secret_name: str
+    version_id: str
+    create_time: str
+    data_type: str
+    value_format: int
+    data_key_blob: bytes = dataclasses.field(repr=False)
+    iv: bytes = dataclasses.field(repr=False)
+    ciphertext: bytes = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretFilter:
+    """ListSecrets filters: values within one field are ORed, fields ANDed.
+
+    ``secret_name`` and ``description`` match substrings; the other
+    fields match exactly.
+    """
+
+    secret_name: tuple[str, ...] = ()
+    description: tuple[str, ...] = ()
+    secret_type: tuple[str, ...] = ()
+    creator: tuple[str, ...] = ()
+    keystore: tuple[str, ...] = ()
+    tag_key: tuple[str, ...] = ()
+    tag_value: tuple[str, ...] = ()

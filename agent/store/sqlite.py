@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 import trio
 
 from agent.store.base import ConflictError, DuplicateError, Store, StoreError
+from agent.store.sqlite_secrets import SECRETS_MIGRATION, SqliteSecretsMixin
 from agent.store.records import (
     PENDING_DELETION, AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord,
 )
@@ -81,6 +82,8 @@ MIGRATIONS: list[str] = [
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO counters VALUES ('seq', 0);
     """,
+    # 2: secrets, their versions and stages.
+    SECRETS_MIGRATION,
 ]
 
 _KEY_FIELDS = [f.name for f in dataclasses.fields(KeyRecord)]
@@ -135,7 +138,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return len(MIGRATIONS)
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteSecretsMixin, Store):
     """A ``Store`` on one SQLite file; see the module docstring."""
 
     def __init__(self, data_dir: Path):
