@@ -148,6 +148,24 @@ class Store(SecretStore):
         """Return the versions of a key, oldest first."""
 
     @abc.abstractmethod
+    async def add_key_version(self, key: KeyRecord,
+                              version: KeyVersionRecord) -> KeyRecord:
+        """Insert ``version`` and write ``key`` in one transaction.
+
+        ``key`` is written as by ``update_key``, a compare-and-swap on its
+        revision; when that fails, the version is not inserted either.
+
+        Returns:
+            The stored key, with ``revision`` incremented.
+        Raises:
+            ConflictError: the key changed or vanished since it was read.
+        """
+
+    @abc.abstractmethod
+    async def keys_due_for_rotation(self, now: str) -> list[str]:
+        """Return ids of Enabled keys whose automatic rotation is due by ``now``."""
+
+    @abc.abstractmethod
     async def create_alias(self, alias: AliasRecord) -> None:
         """Insert an alias; raise DuplicateError if the name is taken."""
 

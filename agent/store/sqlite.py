@@ -21,7 +21,7 @@ import trio
 from agent.store.base import ConflictError, DuplicateError, Store, StoreError
 from agent.store.sqlite_secrets import SECRETS_MIGRATION, SqliteSecretsMixin
 from agent.store.records import (
-    PENDING_DELETION, AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord,
+    ENABLED, PENDING_DELETION, AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord,
 )
 
 T = TypeVar("T")
@@ -212,19 +212,30 @@ class SqliteStore(SqliteSecretsMixin, Store):
 
     async def update_key(self, key: KeyRecord) -> KeyRecord:
         stored = dataclasses.replace(key, revision=key.revision + 1)
+        await self._write(lambda conn: self._swap_key(conn, key, stored))
+        return stored
+
+    async def add_key_version(self, key: KeyRecord,
+                              version: KeyVersionRecord) -> KeyRecord:
+        stored = dataclasses.replace(key, revision=key.revision + 1)
 
         def work(conn: sqlite3.Connection) -> None:
-            values = dataclasses.asdict(stored)
-            del values["key_id"]
-            assignments = ", ".join(f"{name} = ?" for name in values)
-            cursor = conn.execute(
-                f"UPDATE keys SET {assignments} WHERE key_id = ? AND revision = ?",
-                (*values.values(), key.key_id, key.revision))
-            if cursor.rowcount != 1:
-                raise ConflictError(f"key {key.key_id} changed concurrently")
+            self._swap_key(conn, key, stored)
+            self._insert_version(conn, version)
 
         await self._write(work)
         return stored
+
+    @staticmethod
+    def _swap_key(conn: sqlite3.Connection, key: KeyRecord, stored: KeyRecord) -> None:
+        values = dataclasses.asdict(stored)
+        del values["key_id"]
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        cursor = conn.execute(
+            f"UPDATE keys SET {assignments} WHERE key_id = ? AND revision = ?",
+            (*values.values(), key.key_id, key.revision))
+        if cursor.rowcount != 1:
+            raise ConflictError(f"key {key.key_id} changed concurrently")
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         rows = self._read("SELECT * FROM keys WHERE key_id = ?", (key_id,))
@@ -251,6 +262,13 @@ class SqliteStore(SqliteSecretsMixin, Store):
         rows = self._read(
             "SELECT * FROM key_versions WHERE key_id = ? ORDER BY seq", (key_id,))
         return [_version_from_row(row) for row in rows]
+
+    async def keys_due_for_rotation(self, now: str) -> list[str]:
+        rows = self._read(
+            "SELECT key_id FROM keys WHERE automatic_rotation = 'Enabled' "
+            "AND state = ? AND next_rotation_date <= ? ORDER BY next_rotation_date",
+            (ENABLED, now))
+        return [row[0] for row in rows]
 
     # --- aliases -----------------------------------------------------------
 
