@@ -47,6 +47,57 @@ class AgentConfig:
     keystores: dict[str, KeystoreSettings]
     default_keystore: str
     purge_interval: float = 60.0
+    secrets: "SecretsConfig" = dataclasses.field(
+        default_factory=lambda: SecretsConfig())
+    data_key_cache: "DataKeyCacheConfig" = dataclasses.field(
+        default_factory=lambda: DataKeyCacheConfig())
+
+
+@dataclasses.dataclass(frozen=True)
+class RotationRule:
+    """How to make the next value of secrets whose name matches ``pattern``.
+
+    ``pattern`` is a shell-style pattern (``db/*``). Exactly one of
+    ``command`` (an argv list, run without a shell) and ``entry_point``
+    (``module:function``) is set.
+    """
+
+    pattern: str
+    command: tuple[str, ...] | None = None
+    entry_point: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretsConfig:
+    """The ``[secrets]`` section; times are in seconds, sizes in bytes.
+
+    An empty ``default_key`` makes the agent create and use its own key
+    under the alias ``alias/acs/secrets-manager``.
+    """
+
+    default_key: str = ""
+    cache_ttl: float = 300.0
+    cache_max_entries: int = 1000
+    cache_max_bytes: int = 16 * 2**20
+    stale_max_age: float = 3600.0
+    rotation_timeout: float = 30.0
+    rotation_check_interval: float = 60.0
+    rotation_retry_delay: float = 300.0
+    rotation: tuple[RotationRule, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class DataKeyCacheConfig:
+    """The ``[data_key_cache]`` section: limits of one cached data key.
+
+    ``max_bytes`` bounds the plaintext bytes callers declare they encrypt
+    with one data key; ``max_entries`` bounds the cached data keys.
+    """
+
+    max_age: float = 60.0
+    max_uses: int = 100
+    max_bytes: int = 2**30
+    max_entries: int = 100
 
 
 # Each section maps a key to (expected types, default). A default of
@@ -63,6 +114,31 @@ _AGENT_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "region": ((str,), "local"),
     "default_keystore": ((str,), "default"),
     "purge_interval": ((int, float), 60),
+}
+
+_SECRETS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "default_key": ((str,), ""),
+    "cache_ttl": ((int, float), 300),
+    "cache_max_entries": ((int,), 1000),
+    "cache_max_bytes": ((int,), 16 * 2**20),
+    "stale_max_age": ((int, float), 3600),
+    "rotation_timeout": ((int, float), 30),
+    "rotation_check_interval": ((int, float), 60),
+    "rotation_retry_delay": ((int, float), 300),
+    "rotation": ((list,), []),
+}
+
+_ROTATION_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "pattern": ((str,), _REQUIRED),
+    "command": ((list,), None),
+    "entry_point": ((str,), None),
+}
+
+_DATA_KEY_CACHE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "max_age": ((int, float), 60),
+    "max_uses": ((int,), 100),
+    "max_bytes": ((int,), 2**30),
+    "max_entries": ((int,), 100),
 }
 
 _LOG_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -102,7 +178,8 @@ def load_config(path: Path) -> AgentConfig:
 
 def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     """Validate a parsed TOML document; relative paths join ``base_dir``."""
-    _check_unknown(raw, {"agent", "log", "keystores"}, "")
+    _check_unknown(raw, {"agent", "log", "keystores", "secrets", "data_key_cache"},
+                   "")
     agent = _section(raw, "agent", _AGENT_KEYS)
     log = _section(raw, "log", _LOG_KEYS)
     keystores = _parse_keystores(raw.get("keystores"), base_dir)
@@ -129,7 +206,57 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         default_keystore=agent["default_keystore"],
         purge_interval=float(_in_range(
             "agent.purge_interval", agent["purge_interval"], 0.01, 86400)),
+        secrets=_parse_secrets(raw),
+        data_key_cache=_parse_data_key_cache(raw),
     )
+
+
+def _parse_secrets(raw: dict[str, Any]) -> SecretsConfig:
+    values = _section(raw, "secrets", _SECRETS_KEYS)
+    for key in ("cache_ttl", "stale_max_age"):
+        _in_range(f"secrets.{key}", values[key], 0, 366 * 86400)
+    _in_range("secrets.cache_max_entries", values["cache_max_entries"], 1, 10**7)
+    _in_range("secrets.cache_max_bytes", values["cache_max_bytes"], 4096, 2**40)
+    _in_range("secrets.rotation_timeout", values["rotation_timeout"], 0.1, 3600)
+    for key in ("rotation_check_interval", "rotation_retry_delay"):
+        _in_range(f"secrets.{key}", values[key], 0.01, 86400)
+    rules = tuple(_rotation_rule(f"secrets.rotation[{index}]", table)
+                  for index, table in enumerate(values.pop("rotation")))
+    seconds = ("cache_ttl", "stale_max_age", "rotation_timeout",
+               "rotation_check_interval", "rotation_retry_delay")
+    values.update({key: float(values[key]) for key in seconds})
+    return SecretsConfig(**values, rotation=rules)
+
+
+def _rotation_rule(where: str, table: Any) -> RotationRule:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    values = _section({where: table}, where, _ROTATION_KEYS)
+    command, entry_point = values["command"], values["entry_point"]
+    if (command is None) == (entry_point is None):
+        raise ConfigError(f"{where}: set exactly one of command and entry_point")
+    if command is not None and (
+            not command or not all(isinstance(arg, str) and arg for arg in command)):
+        raise ConfigError(f"{where}.command: expected a non-empty list of strings")
+    if entry_point is not None:
+        module, _, function = entry_point.partition(":")
+        if not module or not function:
+            raise ConfigError(
+                f"{where}.entry_point: {entry_point!r} is not 'module:function'")
+    return RotationRule(values["pattern"],
+                        tuple(command) if command is not None else None, entry_point)
+
+
+def _parse_data_key_cache(raw: dict[str, Any]) -> DataKeyCacheConfig:
+    values = _section(raw, "data_key_cache", _DATA_KEY_CACHE_KEYS)
+    _in_range("data_key_cache.max_age", values["max_age"], 0, 86400)
+    _in_range("data_key_cache.max_uses", values["max_uses"], 0, 2**32)
+    _in_range("data_key_cache.max_bytes", values["max_bytes"], 0, 2**50)
+    _in_range("data_key_cache.max_entries", values["max_entries"], 1, 10**6)
+    return DataKeyCacheConfig(max_age=float(values["max_age"]),
+                              max_uses=values["max_uses"],
+                              max_bytes=values["max_bytes"],
+                              max_entries=values["max_entries"])
 
 
 def _parse_keystores(raw: Any, base_dir: Path) -> dict[str, KeystoreSettings]:
