@@ -250,6 +250,20 @@ class ServiceUnavailableError(ServiceError):
     default_message = "The agent is temporarily unavailable."
 
 
+class RotationFailedError(ServiceError):
+    """The rotator of a secret failed; the current version is unchanged.
+
+    The reference names no code for this case, so the agent uses its own.
+    The message names the secret and the cause, never a value or the
+    rotator's output. Not retryable: the same rotator usually fails again.
+    """
+
+    code = "SecretRotationFailed"
+    http_status = 500
+    default_message = "The rotation of the secret failed."
+    retryable = False
+
+
 # --- raised by the client library itself, never sent by the agent -----------
 
 
