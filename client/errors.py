@@ -175,6 +175,49 @@ class ResourceNotFoundError(CallerError):
     default_message = "The specified resource is not found."
 
 
+class UnknownCallerError(CallerError):
+    """The calling process matches no principal; sent instead of a welcome."""
+
+    code = "Forbidden.UnknownCaller"
+    http_status = 403
+    default_message = (
+        "The calling process matches no principal of the agent's access "
+        "configuration."
+    )
+
+
+class ClientKeyInvalidError(CallerError):
+    """The client key is unknown or its proof does not verify.
+
+    One code covers both cases, so a caller without the private key
+    cannot learn which client key ids exist.
+    """
+
+    code = "Forbidden.ClientKeyInvalid"
+    http_status = 403
+    default_message = "The client key is unknown or its proof is invalid."
+
+
+class ClientKeyExpiredError(CallerError):
+    code = "Forbidden.ClientKeyExpired"
+    http_status = 403
+    default_message = "The client key is expired or not valid yet."
+
+
+class ClientKeyRevokedError(CallerError):
+    code = "Forbidden.ClientKeyRevoked"
+    http_status = 403
+    default_message = "The client key has been revoked."
+
+
+class InvalidConfigurationError(CallerError):
+    """A configuration reload was refused; the old configuration stays."""
+
+    code = "InvalidConfiguration"
+    http_status = 400
+    default_message = "The configuration file is invalid and was not loaded."
+
+
 # --- 409: the resource is in the wrong state --------------------------------
 
 
