@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn, TextIO
 
-from client import envelope
+from client import envelope, startup
 from client.errors import (
     InvalidParameterError,
     KmsError,
@@ -67,6 +67,8 @@ HELP = f"""\
 usage: kmsctl [--socket PATH] [--timeout SECONDS] <Operation> [--ParamName VALUE ...]
        kmsctl [options] encrypt-file --KeyId KEY [--EncryptionContext JSON] IN OUT
        kmsctl [options] decrypt-file [--EncryptionContext JSON] IN OUT
+       kmsctl [options] get-secret NAME | exec --env VAR=SECRET ... -- PROGRAM
+       kmsctl [options] render TEMPLATE OUTPUT
 
 Calls one operation of the agent, named as in the Alibaba Cloud KMS API,
 and prints the reply as JSON; bytes in the reply are shown as Base64.
@@ -80,6 +82,10 @@ Commands:
   decrypt-file   decrypt IN to OUT; give the --EncryptionContext used to
                  encrypt. IN or OUT may be - for stdin or stdout. OUT is
                  replaced only on success, except when it is stdout.
+  get-secret, exec, render
+                 deliver secrets to a starting program: print one, run a
+                 program with secrets in its environment, or fill a
+                 template; kmsctl exec --help describes them
 
 Options:
   --socket PATH      agent socket (default: ${SOCKET_ENV}, else the client default)
@@ -139,6 +145,9 @@ def run(argv: list[str], *, client_factory: ClientFactory | None = None,
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
     try:
+        if startup.find_command(argv) is not None:
+            return startup.run(argv, client_factory=client_factory, stdout=stdout,
+                               stderr=stderr)
         invocation = parse_command_line(argv)
         if invocation.help or invocation.command is None:
             (stdout if invocation.help else stderr).write(HELP)
