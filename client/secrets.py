@@ -32,6 +32,7 @@ from client.errors import (
     KmsError,
     UnsupportedOperationError,
 )
+from client.sync import KmsClient
 
 DEFAULT_TTL = 3600.0
 DEFAULT_STAGE = "ACSCurrent"
@@ -39,7 +40,7 @@ TEXT = "text"
 BINARY = "binary"
 
 # Errors after which a read is retried and, once the retries are spent,
-# answered from the cache. All are transient: the agent is away, slow,
+# served from the cache. All are transient: the agent is away, slow,
 # throttling or failing inside. 4xx and 409 errors are never retried.
 RETRYABLE_CODES = frozenset({
     "SDK.ServerUnreachable",
@@ -82,9 +83,9 @@ class SecretValue:
 
     ``data`` is str for ``text`` secrets and bytes for ``binary`` ones,
     and is left out of the repr. ``stale`` is true when the agent could
-    not confirm the value, either because it said so (``Stale`` in its
-    reply) or because this client served it from its cache after an
-    error. ``stale_age_seconds`` is then the time since the value was last
+    not confirm the value, either because its reply set ``Stale`` or
+    because this client served it from its cache after an error.
+    ``stale_age_seconds`` is then the time since the value was last
     confirmed, when known.
     """
 
@@ -186,8 +187,8 @@ def _version_stages(stages: Any) -> tuple[str, ...]:
     return ()
 
 
-def _malformed(what: str) -> InternalFailureError:
-    return InternalFailureError(f"The agent sent a GetSecretValue reply with {what}.")
+def _malformed(detail: str) -> InternalFailureError:
+    return InternalFailureError(f"The agent sent a GetSecretValue reply with {detail}.")
 
 
 def get_params(name: str, stage: str | None, version_id: str | None) -> dict[str, str]:
@@ -230,7 +231,8 @@ class SecretCache:
         self._entries: collections.OrderedDict[CacheKey, _Entry] = (
             collections.OrderedDict())
 
-    def usable(self, key: CacheKey, now: float, ttl: float | None) -> SecretValue | None:
+    def usable(self, key: CacheKey, now: float,
+               ttl: float | None) -> SecretValue | None:
         """Return the cached value if it may be served without asking the agent."""
         entry = self._entries.get(key)
         if entry is None:
@@ -240,9 +242,9 @@ class SecretCache:
         if entry.value.stale:
             # The agent itself served this value stale, so ask again soon.
             lifetime = min(lifetime, self.stale_retry_interval)
-        if now - entry.fetched_at < lifetime:
+        if now - entry.fetched_at < lifetime and not entry.value.stale:
             return entry.value
-        if now < entry.retry_after:
+        if now - entry.fetched_at < lifetime or now < entry.retry_after:
             return self._stale_copy(entry, now)
         return None
 
@@ -308,8 +310,6 @@ class SecretsClient:
                  uniform: Callable[[], float] = random.random,
                  on_retry: RetryHook | None = None):
         if client is None:
-            from client.sync import KmsClient
-
             client = KmsClient(socket_path, timeout=timeout)
         self.client = client
         self.retry = retry
@@ -354,7 +354,7 @@ class SecretsClient:
 
     def refresh(self, name: str, *, stage: str | None = None,
                 version_id: str | None = None) -> SecretValue:
-        """Read secret ``name`` from the agent now, with the same fallback as ``get``."""
+        """Read secret ``name`` from the agent now, with ``get``'s fallback."""
         return self._read((name, stage, version_id))
 
     def invalidate(self, name: str | None = None) -> None:
@@ -406,9 +406,9 @@ class SecretsClient:
 class AsyncSecretsClient:
     """The trio counterpart of ``SecretsClient.get`` over an ``AsyncKmsClient``.
 
-    It shares the cache rules and retry policy of ``SecretsClient``, and
-    takes the same keyword arguments except ``socket_path`` and
-    ``timeout``; ``clock`` and ``sleep`` default to trio's. It has no
+    It shares the cache rules and retry policy of ``SecretsClient`` and
+    takes the same keyword arguments, except ``socket_path``, ``timeout``
+    and ``on_retry``. ``clock`` and ``sleep`` default to trio's. It has no
     ``watch``.
     """
 
@@ -509,8 +509,6 @@ class SecretWatch:
         socket_path = getattr(self._secrets.client, "socket_path", None)
         if socket_path is None:
             return None
-        from client.sync import KmsClient
-
         # The agent must be allowed to hold the request for the whole wait.
         return KmsClient(socket_path, timeout=self.wait_seconds + 15.0)
 

@@ -64,14 +64,14 @@ exec        reads the secrets, sets each VAR to its value (binary values as
 render      copies TEMPLATE to OUTPUT, replacing each tag with a value:
               {{{{ secret "NAME" }}}}           the value of secret NAME
               {{{{ secret "NAME" "FIELD" }}}}   one field of a JSON object value
-              {{{{ "TEXT" }}}}                  TEXT itself: {{{{ "{{{{" }}}} writes {{{{
+              {{{{ "TEXT" }}}}                  TEXT, so {{{{ "{{{{" }}}} writes {{{{
             Inside quotes, \\" is a quote and \\\\ a backslash. Whitespace
-            inside a tag is free; text outside tags, a lone }}}} included, is
+            inside a tag is free. Text outside tags, a lone }}}} included, is
             copied as is. Any other {{{{ is an error. Values are inserted as
             they are, with no quoting for the format of OUTPUT.
 
 Files written by get-secret --output and render get mode 0600 and replace
-the old file in one rename; on any error the old file stays as it was.
+the old file in one rename. On any error the old file stays as it was.
 
 Options:
   --socket PATH      agent socket (default: ${SOCKET_ENV}, else the client default)
@@ -185,8 +185,11 @@ def parse_startup_command(argv: list[str]) -> StartupInvocation:
     while position < len(argv):
         token = argv[position]
         position += 1
-        if invocation.command == "exec" and (token == "--" or not token.startswith("-")):
-            invocation.program = argv[position:] if token == "--" else argv[position - 1:]
+        if invocation.command == "exec" and token == "--":
+            invocation.program = argv[position:]
+            break
+        if invocation.command == "exec" and not token.startswith("-"):
+            invocation.program = argv[position - 1:]
             break
         if token == "--":
             invocation.words.extend(argv[position:])
@@ -237,7 +240,8 @@ def _add_option(invocation: StartupInvocation, name: str, value: str) -> None:
     if name == "socket":
         invocation.socket = value
     elif name in ("timeout", "wait"):
-        setattr(invocation, name, _parse_seconds(name, value, allow_zero=name == "wait"))
+        seconds = _parse_seconds(name, value, allow_zero=name == "wait")
+        setattr(invocation, name, seconds)
     elif name not in _COMMAND_OPTIONS.get(invocation.command, ()):
         command = invocation.command or "kmsctl"
         raise InvalidParameterError(f"{command} does not take --{name}. Run "

@@ -1,7 +1,7 @@
 """kmsctl get-secret, exec and render against a fake agent on a real socket.
 
 The fake agent serves GetSecretValue from a map. Unit tests replace
-``execvpe``, the clock and the sleep; the exec tests at the end run
+``execvpe``, the clock and the sleep. The exec tests at the end run
 kmsctl as a real process that execs a small Python child.
 """
 
@@ -395,7 +395,7 @@ def test_wait_unfixable_error_immediate(tmp_path):
     assert clock.sleeps == []
 
 
-# --- exec -------------------------------------------------------------------------------
+# --- exec ---------------------------------------------------------------------
 
 
 def test_exec_sets_environment(agent):
@@ -520,7 +520,7 @@ def test_exec_failure_exit_code_real(agent):
     assert json.loads(done.stderr)["Code"] == "Forbidden.ResourceNotFound"
 
 
-# --- render -------------------------------------------------------------------------------
+# --- render -------------------------------------------------------------------
 
 
 def render(agent, tmp_path, template: str, output: Path | None = None):

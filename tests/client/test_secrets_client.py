@@ -85,7 +85,7 @@ class FakeSecrets:
 
 
 class FakeClock:
-    """A monotonic clock that moves only when told to."""
+    """A monotonic clock that moves only when a test advances it."""
 
     def __init__(self):
         self.now = 1000.0
@@ -116,16 +116,16 @@ def sleeps():
 
 @pytest.fixture
 def make_client(agent, clock, sleeps):
-    made = []
+    clients = []
 
     def make(**options) -> SecretsClient:
         options.setdefault("clock", clock)
         options.setdefault("sleep", sleeps.append)
         client = SecretsClient(KmsClient(agent.path, timeout=WAIT_LIMIT), **options)
-        made.append(client)
+        clients.append(client)
         return client
     yield make
-    for client in made:
+    for client in clients:
         client.close()
 
 
@@ -301,10 +301,10 @@ def test_fallback_defers_next_fetch(agent, secrets, make_client, clock):
     secrets.failures = [errors.ServiceUnavailableError()]
     client.get("prod/db")
     clock.advance(4)
-    held = client.get("prod/db")
+    deferred = client.get("prod/db")
     clock.advance(1)
     fresh = client.get("prod/db")
-    assert held.stale is True
+    assert deferred.stale is True
     assert fresh.stale is False
     assert len(get_requests(agent)) == 3
 
@@ -551,3 +551,15 @@ async def test_async_not_found_raised(agent, secrets):
         with pytest.raises(errors.ResourceNotFoundError):
             await client.get("absent")
     assert len(get_requests(agent)) == 1
+
+
+def test_agent_stale_age_grows(secrets, make_client, clock):
+    """A cached value the agent marked stale ages while it is served."""
+    secrets.put("prod/db", "hunter2")
+    secrets.extra_reply = {"Stale": True, "StaleAgeSeconds": 42}
+    client = make_client(stale_retry_interval=5)
+    client.get("prod/db")
+    clock.advance(3)
+    value = client.get("prod/db")
+    assert value.stale is True
+    assert value.stale_age_seconds == 45
