@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-from typing import Any
+import time
+from typing import Any, Callable
 
 import trio
 
 from agent.config import AgentConfig
+from agent.cache import ops as cache_ops
+from agent.cache.data_keys import DataKeyCache
 from agent.context import Clock
 from agent.keys import ops as key_ops
 from agent.keys.service import KeyService
@@ -23,6 +26,9 @@ from agent.keystore import Keystore, KeystoreUnavailable, open_keystore
 from agent.logs import log
 from agent.rpc.dispatch import Dispatcher, Operation
 from agent.rpc.server import Server, SocketLock, StartupError, bind_socket
+from agent.secrets import lifecycle
+from agent.secrets import ops as secret_ops
+from agent.secrets.service import SecretService
 from agent.store.sqlite import SqliteStore
 
 
@@ -31,11 +37,13 @@ class Services:
     """The domain services handlers reach through their first argument."""
 
     keys: KeyService
+    secrets: SecretService | None = None
+    data_keys: DataKeyCache | None = None
 
 
 def all_operations() -> list[Operation]:
     """Return the operation table of every service."""
-    return list(key_ops.OPERATIONS)
+    return [*key_ops.OPERATIONS, *secret_ops.OPERATIONS, *cache_ops.OPERATIONS]
 
 
 async def open_keystores(config: AgentConfig) -> dict[str, Keystore]:
@@ -66,11 +74,49 @@ async def purge_loop(service: KeyService, interval: float) -> None:
         await trio.sleep(interval)
 
 
+async def secret_purge_loop(service: SecretService, interval: float) -> None:
+    """Delete secrets whose recovery window has ended, every ``interval`` s."""
+    while True:
+        try:
+            for name in await lifecycle.purge_due_secrets(service):
+                log(logging.INFO, "secret deleted after its recovery window",
+                    secret_name=name)
+        except Exception as exc:  # a failed run is retried on the next tick
+            log(logging.ERROR, "secret purge failed", error=type(exc).__name__)
+        await trio.sleep(interval)
+
+
+async def secret_rotation_loop(service: SecretService, interval: float) -> None:
+    """Rotate secrets whose automatic rotation is due, every ``interval`` s.
+
+    Only the exception type of an unexpected failure is logged, since its
+    text could quote a value.
+    """
+    while True:
+        try:
+            results = await lifecycle.rotate_due_secrets(service)
+        except Exception as exc:  # a failed run is retried on the next tick
+            log(logging.ERROR, "secret rotation check failed",
+                error=type(exc).__name__)
+            results = []
+        for name, version_id, error in results:
+            if error is None:
+                log(logging.INFO, "secret rotated", secret_name=name,
+                    secret_version=version_id)
+            else:
+                log(logging.WARNING, "secret rotation failed", secret_name=name,
+                    secret_version=version_id, code=error.code, error=error.message)
+        await trio.sleep(interval)
+
+
 async def _watch_signals(server: Server, config: AgentConfig,
-                         cancel_scope: trio.CancelScope) -> None:
+                         cancel_scope: trio.CancelScope,
+                         before_drain: Callable[[], None] = lambda: None) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log(logging.INFO, "stopping", signal=signal.Signals(signum).name)
+            # Long polls return now instead of holding the drain open.
+            before_drain()
             await server.drain(config.drain_timeout)
             cancel_scope.cancel()
             return
@@ -102,13 +148,23 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
     try:
         keys = KeyService(store, keystores, config.default_keystore, clock,
                           config.region)
-        dispatcher = Dispatcher(all_operations(), Services(keys=keys))
+        secrets = SecretService(store, keys, clock, config.secrets)
+        data_keys = DataKeyCache(
+            config.data_key_cache.max_age, config.data_key_cache.max_uses,
+            config.data_key_cache.max_bytes, config.data_key_cache.max_entries,
+            time.monotonic)
+        dispatcher = Dispatcher(all_operations(), Services(
+            keys=keys, secrets=secrets, data_keys=data_keys))
         listener = bind_socket(config.socket, config.socket_mode, config.socket_group)
         server = Server(listener, dispatcher, config.max_frame_bytes)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, server, config, nursery.cancel_scope)
+            nursery.start_soon(_watch_signals, server, config, nursery.cancel_scope,
+                               secrets.notifier.close)
             await nursery.start(server.serve)
             nursery.start_soon(purge_loop, keys, config.purge_interval)
+            nursery.start_soon(secret_purge_loop, secrets, config.purge_interval)
+            nursery.start_soon(secret_rotation_loop, secrets,
+                               config.secrets.rotation_check_interval)
             log(logging.INFO, "ready", socket=str(config.socket),
                 keystore=",".join(keystores), store=str(store.path))
             task_status.started(server)

@@ -36,6 +36,8 @@ from client.sync import KmsClient
 
 DEFAULT_TTL = 3600.0
 DEFAULT_STAGE = "ACSCurrent"
+# The longest WaitSecretChange the agent accepts, in seconds.
+MAX_WAIT_SECONDS = 300
 TEXT = "text"
 BINARY = "binary"
 
@@ -369,8 +371,16 @@ class SecretsClient:
         """Call ``callback(value)`` from a thread each time the secret changes.
 
         See ``SecretWatch`` for how changes are detected and errors handled.
-        ``poll_interval`` defaults to the client's TTL.
+        ``wait_seconds`` is the length of one long poll, from 1 to 300 (the
+        agent's limit). ``poll_interval`` defaults to the client's TTL.
+
+        Raises:
+            InvalidParameterError: ``wait_seconds`` is out of range.
         """
+        if not 1 <= wait_seconds <= MAX_WAIT_SECONDS:
+            raise InvalidParameterError(
+                f"wait_seconds must be from 1 to {MAX_WAIT_SECONDS}, "
+                f"not {wait_seconds}.")
         interval = self._cache.ttl if poll_interval is None else poll_interval
         return SecretWatch(self, name, callback, stage=stage,
                            wait_seconds=wait_seconds, poll_interval=interval,
@@ -467,12 +477,12 @@ POLLING = "polling"
 class SecretWatch:
     """A daemon thread that calls back each time a secret changes.
 
-    A change is a new VersionId at the watched stage. The thread
-    long-polls WaitSecretChange on a connection of its own, because a
-    ``KmsClient`` runs one call at a time and the long poll would hold up
-    every read. When the agent does not know that operation, ``mode``
-    becomes ``"polling"`` and the secret is read every ``poll_interval``
-    seconds instead. Errors go to ``on_error`` and the watch goes on after
+    A change is a new VersionId at the watched stage. For ACSCurrent the
+    thread long-polls WaitSecretChange on a connection of its own, because
+    a ``KmsClient`` runs one call at a time and the long poll would hold up
+    every read. For other stages, or when the agent does not know that
+    operation, ``mode`` is ``"polling"`` and the secret is read every
+    ``poll_interval`` seconds instead. Errors go to ``on_error`` and the watch goes on after
     a backoff. An exception raised by ``callback`` ends the watch and
     reaches ``threading.excepthook``.
     """
@@ -506,8 +516,9 @@ class SecretWatch:
         return not self._thread.is_alive()
 
     def _open_poller(self) -> Any:
+        # WaitSecretChange watches ACSCurrent only.
         socket_path = getattr(self._secrets.client, "socket_path", None)
-        if socket_path is None:
+        if socket_path is None or self.stage not in (None, DEFAULT_STAGE):
             return None
         # The agent must be allowed to hold the request for the whole wait.
         return KmsClient(socket_path, timeout=self.wait_seconds + 15.0)
@@ -550,14 +561,12 @@ class SecretWatch:
     def _wait_for_change(self, version_id: str) -> bool:
         if self.mode == POLLING:
             return not self._stopped.wait(self.poll_interval)
-        params = get_params(self.name, self.stage, None)
-        # NOTE: WaitSecretChange is specific to this agent. The parameter
-        # and reply names here (VersionId, WaitSeconds, Changed) must match
-        # the agent's operation table.
+        # WaitSecretChange is specific to this agent. It returns when
+        # ACSCurrent no longer names VersionId, or after TimeoutSeconds.
         try:
-            reply = self._poller.call("WaitSecretChange", **params,
+            reply = self._poller.call("WaitSecretChange", SecretName=self.name,
                                       VersionId=version_id,
-                                      WaitSeconds=self.wait_seconds)
+                                      TimeoutSeconds=self.wait_seconds)
         except _UNSUPPORTED_ERRORS:
             self.mode = POLLING
             return False

@@ -77,7 +77,7 @@ class FakeSecrets:
         name, known = request.params["SecretName"], request.params["VersionId"]
         with self.changed:
             self.changed.wait_for(lambda: self.current[name]["VersionId"] != known,
-                                  timeout=request.params["WaitSeconds"])
+                                  timeout=request.params["TimeoutSeconds"])
             version_id = self.current[name]["VersionId"]
         result = {"SecretName": name, "VersionId": version_id,
                   "Changed": version_id != known}
@@ -563,3 +563,29 @@ def test_agent_stale_age_grows(secrets, make_client, clock):
     value = client.get("prod/db")
     assert value.stale is True
     assert value.stale_age_seconds == 45
+
+
+def test_watch_other_stage_polls(secrets, make_client):
+    """A watch of a stage other than ACSCurrent polls."""
+    secrets.put("prod/db", "one")
+    watch, _, _ = collect_changes(make_client(), "prod/db", stage="ACSPrevious",
+                                  poll_interval=60)
+    watch.stop(0)
+    assert watch.mode == "polling"
+
+
+def test_watch_sends_known_version(agent, secrets, make_client):
+    """The long poll names the version the client has and the wait."""
+    version_id = secrets.put("prod/db", "one")
+    watch, _, _ = collect_changes(make_client(), "prod/db", wait_seconds=7)
+    agent.wait_for_requests(2)
+    watch.stop(0)
+    waits = [r for r in agent.requests if r.op == "WaitSecretChange"]
+    assert waits[0].params == {"SecretName": "prod/db", "VersionId": version_id,
+                               "TimeoutSeconds": 7}
+
+
+def test_watch_wait_out_of_range(make_client):
+    """A long-poll wait above the agent's limit is rejected."""
+    with pytest.raises(errors.InvalidParameterError, match="wait_seconds"):
+        make_client().watch("prod/db", print, wait_seconds=301)
