@@ -22,7 +22,7 @@ FIELDS = frozenset({
     "op", "key_id", "key_version", "code", "http_status", "duration_ms",
     "request_id", "peer_uid", "peer_gid", "peer_pid", "detail", "error",
     "socket", "keystore", "store", "version", "count", "in_flight", "signal",
-    "connections", "config",
+    "connections", "config", "secret_name", "secret_version",
 })
 
 logger = logging.getLogger(LOGGER_NAME)

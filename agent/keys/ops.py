@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.cache import data_keys
 from agent.context import RequestContext
 from agent.keys import aliases
 from agent.keys.service import CryptoResult, KeyService, MAX_PLAINTEXT_BYTES
@@ -189,10 +190,11 @@ async def re_encrypt(services: Any, ctx: RequestContext, values: dict) -> dict:
 
 def _data_key(with_plaintext: bool):
     async def handler(services: Any, ctx: RequestContext, values: dict) -> dict:
-        result = await _keys(services).generate_data_key(
-            values["KeyId"], values.get("NumberOfBytes"), values.get("KeySpec"),
-            _context(values))
+        result, cached = await data_keys.generate_for_request(
+            services, values, _context(values))
         reply = {**_crypto_reply(ctx, result), "CiphertextBlob": result.blob}
+        if cached is not None:
+            reply["CachedDataKey"] = cached
         if with_plaintext:
             reply["Plaintext"] = result.plaintext
         return reply
@@ -305,7 +307,10 @@ OPERATIONS = [
         Param("DestinationEncryptionContext", MAP)),
     _op("GenerateDataKey", _data_key(True), CRYPTO, KEY_ID,
         Param("KeySpec", choices=("AES_256", "AES_128")),
-        Param("NumberOfBytes", INT, low=1, high=1024), CONTEXT),
+        Param("NumberOfBytes", INT, low=1, high=1024), CONTEXT,
+        # Agent-specific: reuse a cached data key (see agent.cache.data_keys).
+        Param("AllowCachedDataKey", BOOL), Param("DataKeyUsageBytes", INT, low=0,
+                                                 high=2**50)),
     _op("GenerateDataKeyWithoutPlaintext", _data_key(False), CRYPTO, KEY_ID,
         Param("KeySpec", choices=("AES_256", "AES_128")),
         Param("NumberOfBytes", INT, low=1, high=1024), CONTEXT),

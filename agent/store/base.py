@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 
+from agent.store.access import AccessStore
 from agent.store.records import (
     AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord, SecretFilter, SecretRecord,
     SecretVersionRecord,
@@ -112,7 +113,7 @@ class SecretStore(abc.ABC):
         excluding secrets in their recovery window."""
 
 
-class Store(SecretStore):
+class Store(SecretStore, AccessStore):
     """Keys, key versions, aliases and tags of every keystore, and secrets."""
 
     @abc.abstractmethod

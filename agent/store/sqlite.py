@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 import trio
 
 from agent.store.base import ConflictError, DuplicateError, Store, StoreError
+from agent.store.sqlite_access import ACCESS_MIGRATION, SqliteAccessMixin
 from agent.store.sqlite_secrets import SECRETS_MIGRATION, SqliteSecretsMixin
 from agent.store.records import (
     ENABLED, PENDING_DELETION, AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord,
@@ -84,6 +85,8 @@ MIGRATIONS: list[str] = [
     """,
     # 2: secrets, their versions and stages.
     SECRETS_MIGRATION,
+    # 3: client keys and resource policies.
+    ACCESS_MIGRATION,
 ]
 
 _KEY_FIELDS = [f.name for f in dataclasses.fields(KeyRecord)]
@@ -138,7 +141,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return len(MIGRATIONS)
 
 
-class SqliteStore(SqliteSecretsMixin, Store):
+class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, Store):
     """A ``Store`` on one SQLite file; see the module docstring."""
 
     def __init__(self, data_dir: Path):
