@@ -152,6 +152,10 @@ def run(argv: list[str], *, client_factory: ClientFactory | None, stdout: TextIO
     if invocation.help:
         stdout.write(HELP)
         return 0
+    # A bad template is reported at once, not after waiting for the agent.
+    template = []
+    if invocation.command == "render":
+        template = parse_template(_read_text(invocation.words[0]), invocation.words[0])
     progress = _Progress(stderr, clock)
     socket_path = _socket_path(invocation)
     wait_for_socket(socket_path, invocation.wait, notify=progress.note, clock=clock,
@@ -162,7 +166,7 @@ def run(argv: list[str], *, client_factory: ClientFactory | None, stdout: TextIO
         if invocation.command == "get-secret":
             _get_secret(invocation, secrets, stdout, stderr)
         elif invocation.command == "render":
-            _render(invocation, secrets, stderr)
+            _render(template, invocation.words[1], secrets, stderr)
         else:
             environment = _exec_environment(invocation, secrets, stderr)
     if invocation.command == "exec":
@@ -391,12 +395,10 @@ def _get_secret(invocation: StartupInvocation, secrets: SecretsClient,
         stdout.write(value.data)
 
 
-def _render(invocation: StartupInvocation, secrets: SecretsClient,
-            stderr: TextIO) -> None:
-    template_path, output_path = invocation.words
-    parts = parse_template(_read_text(template_path), template_path)
+def _render(template: list[str | SecretReference], output_path: str,
+            secrets: SecretsClient, stderr: TextIO) -> None:
     rendered = []
-    for part in parts:
+    for part in template:
         if isinstance(part, str):
             rendered.append(part)
         else:

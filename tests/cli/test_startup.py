@@ -619,3 +619,14 @@ def test_write_replaces_symlink_not_target(tmp_path):
     startup.write_private_file(str(link), b"data")
     assert target.read_text() == "keep"
     assert not link.is_symlink()
+
+
+def test_render_bad_template_no_wait(tmp_path):
+    """A malformed template fails before any wait for the agent."""
+    source = tmp_path / "app.conf.tmpl"
+    source.write_text("{{ oops }}")
+    clock = FakeClock()
+    with pytest.raises(InvalidParameterError, match="line 1"):
+        run_startup(["--socket", str(tmp_path / "absent.sock"), "render",
+                     str(source), str(tmp_path / "out")], clock=clock)
+    assert clock.sleeps == []
