@@ -35,6 +35,7 @@ __all__ = [
     "KeystoreSettings",
     "KeystoreUnavailable",
     "open_keystore",
+    "read_pin",
 ]
 
 _LOOSE_MODE_BITS = 0o077

@@ -152,9 +152,19 @@ class Offload:
         """Return whether a call on ``size`` bytes runs on the calling thread."""
         return self.inline_crypto and size <= INLINE_MAX_BYTES
 
-    async def run_in_worker(self, function: Callable[..., T], *args) -> T:
-        """Run ``function(*args)`` in a worker thread, within the limit."""
-        return await trio.to_thread.run_sync(function, *args, limiter=self.limiter)
+    async def run(self, size: int, function: Callable[..., T], *args) -> T:
+        """Run ``function(*args)`` inline or in a worker thread, by ``size``.
+
+        An inline call is a checkpoint like any trio call: it yields to
+        other tasks first, and raises ``trio.Cancelled`` there if cancelled.
+        Without it, a task that loops over inline calls would never let
+        other tasks or finished worker threads run.
+        """
+        if not self.is_inline(size):
+            return await trio.to_thread.run_sync(function, *args,
+                                                 limiter=self.limiter)
+        await trio.lowlevel.checkpoint()
+        return function(*args)
 
     async def drain(self) -> None:
         """Wait until no worker thread runs, and keep every slot taken."""
@@ -268,12 +278,10 @@ class SoftwareKeystore(Keystore):
 
     async def generate(self, version_id: str, key_spec: str,
                        protection_level: str) -> KeyMaterial:
-        self._check_open()
         if not self.supports(key_spec, protection_level):
             raise ValueError(f"{key_spec} with {protection_level} is not supported")
-        material = os.urandom(SYMMETRIC_KEY_BYTES[key_spec])
-        iv, sealed = self._domain_key.encrypt(material, version_aad(version_id))
-        return KeyMaterial(version_id, key_spec, SOFTWARE, SEALED_GCM, iv + sealed)
+        sealed = await self._call(0, self._seal_new, version_id, key_spec)
+        return KeyMaterial(version_id, key_spec, SOFTWARE, SEALED_GCM, sealed)
 
     async def encrypt(self, material: KeyMaterial, plaintext: bytes,
                       aad: bytes) -> tuple[bytes, bytes]:
@@ -287,10 +295,9 @@ class SoftwareKeystore(Keystore):
                                 iv, ciphertext_with_tag, aad)
 
     async def random_bytes(self, length: int) -> bytes:
-        self._check_open()
         if length < 0:
             raise ValueError("length must not be negative")
-        return os.urandom(length)
+        return await self._call(length, os.urandom, length)
 
     def status(self) -> dict:
         return {
@@ -313,9 +320,12 @@ class SoftwareKeystore(Keystore):
 
     async def _call(self, size: int, function: Callable[..., T], *args) -> T:
         self._check_open()
-        if self._offload.is_inline(size):
-            return function(*args)
-        return await self._offload.run_in_worker(function, *args)
+        return await self._offload.run(size, function, *args)
+
+    def _seal_new(self, version_id: str, key_spec: str) -> bytes:
+        material = os.urandom(SYMMETRIC_KEY_BYTES[key_spec])
+        iv, sealed = self._domain_key.encrypt(material, version_aad(version_id))
+        return iv + sealed
 
     def _encrypt(self, material: KeyMaterial, plaintext: bytes,
                  aad: bytes) -> tuple[bytes, bytes]:
