@@ -47,6 +47,8 @@ class AgentConfig:
     keystores: dict[str, KeystoreSettings]
     default_keystore: str
     purge_interval: float = 60.0
+    # Seconds between checks for keys whose automatic rotation is due.
+    rotation_check_interval: float = 60.0
     secrets: "SecretsConfig" = dataclasses.field(
         default_factory=lambda: SecretsConfig())
     data_key_cache: "DataKeyCacheConfig" = dataclasses.field(
@@ -114,6 +116,7 @@ _AGENT_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "region": ((str,), "local"),
     "default_keystore": ((str,), "default"),
     "purge_interval": ((int, float), 60),
+    "rotation_check_interval": ((int, float), 60),
 }
 
 _SECRETS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -206,6 +209,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         default_keystore=agent["default_keystore"],
         purge_interval=float(_in_range(
             "agent.purge_interval", agent["purge_interval"], 0.01, 86400)),
+        rotation_check_interval=float(_in_range(
+            "agent.rotation_check_interval", agent["rotation_check_interval"],
+            0.01, 86400)),
         secrets=_parse_secrets(raw),
         data_key_cache=_parse_data_key_cache(raw),
     )

@@ -1,9 +1,9 @@
 """Assemble and run one agent: keystores, store, services, server, jobs.
 
 ``run_agent`` is the whole life of the daemon: open every keystore and
-the store, bind the socket, serve, purge due keys in the background, and
-on SIGTERM or SIGINT drain in-flight requests and close everything. It
-logs one line when it is ready and one when it stops.
+the store, bind the socket, serve, purge due keys and rotate keys in the
+background, and on SIGTERM or SIGINT drain in-flight requests and close
+everything. It logs one line when it is ready and one when it stops.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from agent.cache import ops as cache_ops
 from agent.cache.data_keys import DataKeyCache
 from agent.context import Clock
 from agent.keys import ops as key_ops
+from agent.keys import rotation, versions
 from agent.keys.service import KeyService
 from agent.keystore import Keystore, KeystoreUnavailable, open_keystore
 from agent.logs import log
@@ -43,7 +44,8 @@ class Services:
 
 def all_operations() -> list[Operation]:
     """Return the operation table of every service."""
-    return [*key_ops.OPERATIONS, *secret_ops.OPERATIONS, *cache_ops.OPERATIONS]
+    return [*key_ops.OPERATIONS, *versions.OPERATIONS, *rotation.OPERATIONS,
+            *secret_ops.OPERATIONS, *cache_ops.OPERATIONS]
 
 
 async def open_keystores(config: AgentConfig) -> dict[str, Keystore]:
@@ -72,6 +74,32 @@ async def purge_loop(service: KeyService, interval: float) -> None:
         except Exception as exc:  # a failed run is retried on the next tick
             log(logging.ERROR, "key purge failed", error=repr(exc))
         await trio.sleep(interval)
+
+
+async def rotation_loop(service: KeyService, interval: float) -> None:
+    """Rotate keys whose automatic rotation is due, at start and every
+    ``interval`` s, so a rotation that fell due while the agent was down
+    happens as soon as it starts."""
+    while True:
+        try:
+            due = await rotation.due_key_ids(service)
+        except Exception as exc:  # a failed run is retried on the next tick
+            log(logging.ERROR, "key rotation check failed", error=repr(exc))
+            due = []
+        for key_id in due:
+            await _rotate_key(service, key_id)
+        await trio.sleep(interval)
+
+
+async def _rotate_key(service: KeyService, key_id: str) -> None:
+    try:
+        version = await rotation.rotate_if_due(service, key_id)
+    except Exception as exc:  # the key stays due and is retried next tick
+        log(logging.ERROR, "key rotation failed", key_id=key_id, error=repr(exc))
+        return
+    if version is not None:
+        log(logging.INFO, "key rotated", key_id=key_id,
+            key_version=version.version_id)
 
 
 async def secret_purge_loop(service: SecretService, interval: float) -> None:
@@ -165,6 +193,7 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
             nursery.start_soon(secret_purge_loop, secrets, config.purge_interval)
             nursery.start_soon(secret_rotation_loop, secrets,
                                config.secrets.rotation_check_interval)
+            nursery.start_soon(rotation_loop, keys, config.rotation_check_interval)
             log(logging.INFO, "ready", socket=str(config.socket),
                 keystore=",".join(keystores), store=str(store.path))
             task_status.started(server)

@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.cache import data_keys
 from agent.context import RequestContext
-from agent.keys import aliases
+from agent.keys import aliases, rotation
 from agent.keys.service import CryptoResult, KeyService, MAX_PLAINTEXT_BYTES
 from agent.rpc.dispatch import CREATE, CRYPTO, READ, WRITE, Operation
 from agent.rpc.params import BOOL, BYTES, INT, LIST, MAP, PLAINTEXT, Param, string_map
@@ -55,7 +55,7 @@ def key_metadata(service: KeyService, key: KeyRecord) -> dict[str, Any]:
         "ProtectionLevel": key.protection_level, "Description": key.description,
         "Creator": key.creator, "CreationDate": key.creation_date,
         "PrimaryKeyVersion": key.primary_version_id or "",
-        "AutomaticRotation": key.automatic_rotation,
+        "AutomaticRotation": rotation.policy_status(key),
         "DeletionProtection": "Enabled" if key.deletion_protection else "Disabled",
         "DKMSInstanceId": key.keystore,
     }
@@ -110,7 +110,8 @@ async def create_key(services: Any, ctx: RequestContext, values: dict) -> dict:
         protection_level=values.get("ProtectionLevel"),
         description=values.get("Description", ""), tags=tags,
         keystore_name=values.get("DKMSInstanceId"),
-        creator=str(ctx.peer.uid if ctx.peer.uid is not None else "local"))
+        creator=str(ctx.peer.uid if ctx.peer.uid is not None else "local"),
+        rotation_interval=rotation.requested_interval(values))
     _note(ctx, key, key.primary_version_id)
     return {"KeyMetadata": key_metadata(service, key)}
 
@@ -277,7 +278,8 @@ OPERATIONS = [
     _op("CreateKey", create_key, CREATE,
         Param("KeySpec", choices=KEY_SPECS), Param("KeyUsage"), Param("Origin"),
         Param("ProtectionLevel"), Param("Description", high=8192),
-        Param("Tags", LIST, high=20), Param("DKMSInstanceId", high=64)),
+        Param("Tags", LIST, high=20), Param("DKMSInstanceId", high=64),
+        Param("EnableAutomaticRotation", BOOL), Param("RotationInterval", high=32)),
     _op("DescribeKey", describe_key, READ, KEY_ID),
     _op("ListKeys", list_keys, READ, PAGE_NUMBER, PAGE_SIZE, Param("Filters", LIST)),
     _op("EnableKey", _lifecycle(lambda s, k, v: s.set_enabled(k, True)), WRITE,

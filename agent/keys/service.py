@@ -16,7 +16,7 @@ import uuid
 from typing import Callable
 
 from agent.context import Clock
-from agent.keys import states
+from agent.keys import rotation, states
 from agent.keys.blob import (
     FORMAT_DATA_KEY, FORMAT_PLAINTEXT, blob_header, canonical_context, parse_blob,
 )
@@ -128,8 +128,11 @@ class KeyService:
     async def create_key(self, *, key_spec: str, key_usage: str | None,
                          origin: str, protection_level: str | None,
                          description: str, tags: dict[str, str],
-                         keystore_name: str | None, creator: str) -> KeyRecord:
+                         keystore_name: str | None, creator: str,
+                         rotation_interval: int | None = None) -> KeyRecord:
         """Create a symmetric key with its first, primary version.
+
+        With ``rotation_interval`` (seconds) the key rotates automatically.
 
         Raises:
             UnsupportedOperationError: the key spec is not available.
@@ -159,6 +162,8 @@ class KeyService:
             key_usage=ENCRYPT_DECRYPT, origin=origin, protection_level=level,
             description=description, creator=creator, creation_date=now,
             state=ENABLED, primary_version_id=None)
+        if rotation_interval is not None:
+            key = rotation.with_policy(key, rotation_interval)
         version = await self._new_version(key, keystore, now)
         key = dataclasses.replace(key, primary_version_id=version.version_id)
         await self.store.insert_key(key, version, tags)
@@ -189,6 +194,10 @@ class KeyService:
             version_id=version_id, key_id=key.key_id, creation_date=now,
             protection_level=key.protection_level,
             wrap_format=material.wrap_format, wrapped=material.wrapped)
+
+    async def new_version(self, key: KeyRecord) -> KeyVersionRecord:
+        """Generate the material of a new version of ``key``; store nothing."""
+        return await self._new_version(key, self.keystore_of(key), self.now())
 
     async def change_key(self, key_ref: str,
                          mutate: Callable[[KeyRecord], KeyRecord]) -> KeyRecord:
