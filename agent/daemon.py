@@ -21,7 +21,7 @@ from agent.cache import ops as cache_ops
 from agent.cache.data_keys import DataKeyCache
 from agent.context import Clock
 from agent.keys import ops as key_ops
-from agent.keys import rotation, versions
+from agent.keys import random_ops, rotation, versions
 from agent.keys.service import KeyService
 from agent.keystore import Keystore, KeystoreUnavailable, open_keystore
 from agent.logs import log
@@ -45,7 +45,7 @@ class Services:
 def all_operations() -> list[Operation]:
     """Return the operation table of every service."""
     return [*key_ops.OPERATIONS, *versions.OPERATIONS, *rotation.OPERATIONS,
-            *secret_ops.OPERATIONS, *cache_ops.OPERATIONS]
+            *random_ops.OPERATIONS, *secret_ops.OPERATIONS, *cache_ops.OPERATIONS]
 
 
 async def open_keystores(config: AgentConfig) -> dict[str, Keystore]:
