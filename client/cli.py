@@ -41,7 +41,7 @@ BINARY_PARAMS = frozenset({
     "SignatureValue", "EncryptedKeyMaterial", "PKCS12Blob",
 })
 INTEGER_PARAMS = frozenset({
-    "NumberOfBytes", "PendingWindowInDays", "PageNumber", "PageSize",
+    "NumberOfBytes", "Length", "PendingWindowInDays", "PageNumber", "PageSize",
     "PasswordLength", "KeyMaterialExpireUnix", "RecoveryWindowInDays",
 })
 # Free text that is sent exactly as given, even if it looks like JSON or

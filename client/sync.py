@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
+from client.client_key import ClientKey, resolve_client_key
 from client.errors import (
     InternalFailureError,
     InvalidParameterError,
@@ -30,9 +31,11 @@ from client.wire import (
     DEFAULT_SOCKET_PATH,
     NEED_DATA,
     SOCKET_ENV,
+    Challenge,
     Connection,
     Event,
     Hello,
+    Proof,
     ProtocolError,
     Request,
     Response,
@@ -210,6 +213,60 @@ class KmsOperations(Generic[ResultT]):
         """List the tags of a key."""
         return self.call("ListResourceTags", KeyId=key_id)
 
+    def create_key_version(self, key_id: str) -> ResultT:
+        """Add a version to a key and make it primary; returns ``KeyVersion``."""
+        return self.call("CreateKeyVersion", KeyId=key_id)
+
+    def describe_key_version(self, key_id: str, key_version_id: str) -> ResultT:
+        """Describe one version of a key; the result contains ``KeyVersion``."""
+        return self.call("DescribeKeyVersion", KeyId=key_id,
+                         KeyVersionId=key_version_id)
+
+    def list_key_versions(self, key_id: str, *, page_number: int | None = None,
+                          page_size: int | None = None) -> ResultT:
+        """List the versions of a key, oldest first, one page at a time."""
+        return self.call("ListKeyVersions", **_present(
+            KeyId=key_id, PageNumber=page_number, PageSize=page_size,
+        ))
+
+    def update_rotation_policy(self, key_id: str, enable_automatic_rotation: bool,
+                               rotation_interval: str | None = None) -> ResultT:
+        """Turn automatic rotation on or off.
+
+        ``rotation_interval`` is 7 to 730 days written as ``30d``, ``720h``,
+        ``43200m`` or ``2592000s``; it is required to turn rotation on.
+        """
+        return self.call("UpdateRotationPolicy", **_present(
+            KeyId=key_id, EnableAutomaticRotation=enable_automatic_rotation,
+            RotationInterval=rotation_interval,
+        ))
+
+    def generate_random(self, length: int,
+                        dkms_instance_id: str | None = None) -> ResultT:
+        """Return 1 to 1024 random bytes as ``Random``.
+
+        The bytes come from the generator of a keystore, the HSM for a
+        PKCS#11 one: ``dkms_instance_id`` names it, else the default.
+        """
+        return self.call("GenerateRandom", **_present(
+            Length=length, DKMSInstanceId=dkms_instance_id,
+        ))
+
+    def get_random_password(
+        self, *, password_length: int | None = None,
+        exclude_characters: str | None = None, exclude_lowercase: bool | None = None,
+        exclude_uppercase: bool | None = None, exclude_numbers: bool | None = None,
+        exclude_punctuation: bool | None = None,
+        require_each_included_type: bool | None = None,
+    ) -> ResultT:
+        """Generate a password of 8 to 128 characters as ``RandomPassword``."""
+        return self.call("GetRandomPassword", **_present(
+            PasswordLength=password_length, ExcludeCharacters=exclude_characters,
+            ExcludeLowercase=exclude_lowercase, ExcludeUppercase=exclude_uppercase,
+            ExcludeNumbers=exclude_numbers, ExcludePunctuation=exclude_punctuation,
+            RequireEachIncludedType=require_each_included_type,
+        ))
+
 
 class KmsClient(KmsOperations[dict[str, Any]]):
     """A blocking, thread-safe client of the agent.
@@ -220,13 +277,18 @@ class KmsClient(KmsOperations[dict[str, Any]]):
         timeout: seconds to wait for each reply. It is also sent to the
             agent as the request's ``timeout_ms``.
         connect_timeout: seconds allowed for connecting and the handshake.
+        client_key: a ``ClientKey`` or the path of a client key file to
+            prove at handshake; defaults to ``$KMS_AGENT_CLIENT_KEY``, and
+            without either the agent knows the caller by its uid alone.
     """
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, *,
-                 timeout: float = 30.0, connect_timeout: float = 5.0):
+                 timeout: float = 30.0, connect_timeout: float = 5.0,
+                 client_key: ClientKey | str | os.PathLike[str] | None = None):
         self.socket_path = resolve_socket_path(socket_path)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.client_key = resolve_client_key(client_key)
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._connection: Connection | None = None
@@ -311,8 +373,14 @@ class KmsClient(KmsOperations[dict[str, Any]]):
 
     def _handshake(self) -> None:
         deadline = time.monotonic() + self.connect_timeout
-        self._write(self._connection.send(Hello()), self.connect_timeout)
+        key = self.client_key
+        hello = Hello(client_key_id=key.client_key_id if key else None)
+        self._write(self._connection.send(hello), self.connect_timeout)
         event = self._read_event(deadline, self.connect_timeout)
+        if type(event) is Challenge and key is not None:
+            proof = Proof(key.sign_challenge(event.nonce))
+            self._write(self._connection.send(proof), self.connect_timeout)
+            event = self._read_event(deadline, self.connect_timeout)
         if type(event) is not Welcome:
             self._disconnect()
             message = "The agent replied to the hello without a welcome."
