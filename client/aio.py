@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from client.client_key import ClientKey, resolve_client_key
 from client.errors import (
     InvalidParameterError,
     KmsError,
@@ -30,9 +31,11 @@ from client.wire import (
     CLOSED,
     NEED_DATA,
     SOCKET_ENV,
+    Challenge,
     Connection,
     Event,
     Hello,
+    Proof,
     ProtocolError,
     Request,
     Response,
@@ -104,13 +107,18 @@ class AsyncKmsClient(KmsOperations[Awaitable[dict[str, Any]]]):
         timeout: seconds each call waits for its reply. It is also sent to
             the agent as the request's ``timeout_ms``.
         connect_timeout: seconds allowed for connecting and the handshake.
+        client_key: a ``ClientKey`` or the path of a client key file to
+            prove at handshake; defaults to ``$KMS_AGENT_CLIENT_KEY``, and
+            without either the agent knows the caller by its uid alone.
     """
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, *,
-                 timeout: float = 30.0, connect_timeout: float = 5.0):
+                 timeout: float = 30.0, connect_timeout: float = 5.0,
+                 client_key: ClientKey | str | os.PathLike[str] | None = None):
         self.socket_path = resolve_socket_path(socket_path)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.client_key = resolve_client_key(client_key)
         self._nursery: trio.Nursery | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._link: _Link | None = None
@@ -245,15 +253,15 @@ class AsyncKmsClient(KmsOperations[Awaitable[dict[str, Any]]]):
 
     async def _handshake(self, stream: trio.SocketStream,
                          connection: Connection) -> None:
-        peer_closed = False
+        key = self.client_key
+        hello = Hello(client_key_id=key.client_key_id if key else None)
         try:
-            await stream.send_all(connection.send(Hello()))
-            event = connection.next_event()
-            while event is NEED_DATA:
-                data = await stream.receive_some(_RECEIVE_SIZE)
-                peer_closed = not data
-                connection.receive_data(data)
-                event = connection.next_event()
+            await stream.send_all(connection.send(hello))
+            event, peer_closed = await self._handshake_event(stream, connection)
+            if type(event) is Challenge and key is not None:
+                proof = Proof(key.sign_challenge(event.nonce))
+                await stream.send_all(connection.send(proof))
+                event, peer_closed = await self._handshake_event(stream, connection)
         except _STREAM_ERRORS as exc:
             raise ServerUnreachableError("The connection to the agent broke.") from exc
         if type(event) is Welcome:
@@ -266,6 +274,19 @@ class AsyncKmsClient(KmsOperations[Awaitable[dict[str, Any]]]):
         raise ServerUnreachableError(
             "The agent closed the connection during the handshake."
         ) from cause
+
+    @staticmethod
+    async def _handshake_event(stream: trio.SocketStream,
+                               connection: Connection) -> tuple[Event, bool]:
+        # Return the next event and whether the agent closed the stream.
+        peer_closed = False
+        event = connection.next_event()
+        while event is NEED_DATA:
+            data = await stream.receive_some(_RECEIVE_SIZE)
+            peer_closed = not data
+            connection.receive_data(data)
+            event = connection.next_event()
+        return event, peer_closed
 
     # --- reading replies ------------------------------------------------------
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
+from client.client_key import ClientKey, resolve_client_key
 from client.errors import (
     InternalFailureError,
     InvalidParameterError,
@@ -30,9 +31,11 @@ from client.wire import (
     DEFAULT_SOCKET_PATH,
     NEED_DATA,
     SOCKET_ENV,
+    Challenge,
     Connection,
     Event,
     Hello,
+    Proof,
     ProtocolError,
     Request,
     Response,
@@ -274,13 +277,18 @@ class KmsClient(KmsOperations[dict[str, Any]]):
         timeout: seconds to wait for each reply. It is also sent to the
             agent as the request's ``timeout_ms``.
         connect_timeout: seconds allowed for connecting and the handshake.
+        client_key: a ``ClientKey`` or the path of a client key file to
+            prove at handshake; defaults to ``$KMS_AGENT_CLIENT_KEY``, and
+            without either the agent knows the caller by its uid alone.
     """
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, *,
-                 timeout: float = 30.0, connect_timeout: float = 5.0):
+                 timeout: float = 30.0, connect_timeout: float = 5.0,
+                 client_key: ClientKey | str | os.PathLike[str] | None = None):
         self.socket_path = resolve_socket_path(socket_path)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.client_key = resolve_client_key(client_key)
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._connection: Connection | None = None
@@ -365,8 +373,14 @@ class KmsClient(KmsOperations[dict[str, Any]]):
 
     def _handshake(self) -> None:
         deadline = time.monotonic() + self.connect_timeout
-        self._write(self._connection.send(Hello()), self.connect_timeout)
+        key = self.client_key
+        hello = Hello(client_key_id=key.client_key_id if key else None)
+        self._write(self._connection.send(hello), self.connect_timeout)
         event = self._read_event(deadline, self.connect_timeout)
+        if type(event) is Challenge and key is not None:
+            proof = Proof(key.sign_challenge(event.nonce))
+            self._write(self._connection.send(proof), self.connect_timeout)
+            event = self._read_event(deadline, self.connect_timeout)
         if type(event) is not Welcome:
             self._disconnect()
             message = "The agent replied to the hello without a welcome."

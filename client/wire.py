@@ -6,6 +6,11 @@ into the bytes to write. It never touches a socket, so the agent's server
 and both clients (``client.sync``, ``client.aio``) share it.
 
 The client's first frame is a hello and the server replies with a welcome.
+A hello that names a client key gets a challenge (a random nonce) first;
+the client answers with a proof, its signature over
+``client_key_proof_message``, and the welcome follows once the server
+has checked it. A server that refuses the caller replies to the hello or
+the proof with an error response of id 0 and closes.
 Received frames that break the protocol become ``ProtocolError`` events.
 Such an event is fatal (the connection must close) only when the stream
 cannot go on: before the handshake is complete, on a second hello or
@@ -41,6 +46,13 @@ SOCKET_ENV = "KMS_AGENT_SOCKET"
 CLIENT_NAME = "kms-agent-python/0.1.0"
 SERVER_NAME = "kms-agent/0.1.0"
 MAX_REQUEST_ID = 2**63 - 1
+MAX_CLIENT_KEY_ID = 128
+MIN_NONCE_BYTES = 16
+MAX_NONCE_BYTES = 256
+MAX_SIGNATURE_BYTES = 1024
+# Signed in front of the key id and the nonce, so that a proof can never
+# be mistaken for a signature made for another purpose.
+PROOF_CONTEXT = b"kms-agent client key proof v1\x00"
 
 HEADER_SIZE = 4
 _HEADER = struct.Struct(">I")
@@ -95,10 +107,34 @@ class Role(enum.Enum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Hello:
-    """The client's first frame: the protocol versions it can speak."""
+    """The client's first frame: the protocol versions it can speak.
+
+    ``client_key_id`` names the client key the client will prove it holds.
+    """
 
     versions: tuple[int, ...] = SUPPORTED_VERSIONS
     client: str = CLIENT_NAME
+    client_key_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
+class Challenge:
+    """The server's reply to a hello that names a client key: a fresh nonce."""
+
+    nonce: bytes
+
+    def __repr__(self) -> str:
+        return f"Challenge(nonce=<{len(self.nonce)} bytes>)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
+class Proof:
+    """The client's signature over ``client_key_proof_message``."""
+
+    signature: bytes
+
+    def __repr__(self) -> str:
+        return f"Proof(signature=<{len(self.signature)} bytes>)"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -163,7 +199,17 @@ class ProtocolError:
     fatal: bool = False
 
 
-Event = Hello | Welcome | Request | Response | ProtocolError
+Event = Hello | Challenge | Proof | Welcome | Request | Response | ProtocolError
+
+
+def client_key_proof_message(client_key_id: str, nonce: bytes) -> bytes:
+    """Return the bytes a client signs to prove it holds a client key."""
+    return PROOF_CONTEXT + client_key_id.encode("utf-8") + b"\x00" + nonce
+
+
+def _is_client_key_id(value: Any) -> bool:
+    return (type(value) is str and 0 < len(value) <= MAX_CLIENT_KEY_ID
+            and value.isascii() and value.isprintable())
 
 
 def error_response(error: KmsError, request_id: int = 0) -> Response:
@@ -271,14 +317,21 @@ class Connection:
         self._handshake_sent = False
         self._peer_versions: tuple[int, ...] = ()
         self._offered_versions: tuple[int, ...] = ()
+        # Client key handshake: the hello named a key, the challenge went
+        # out (or came in), and the proof came in (or went out).
+        self._key_offered = False
+        self._challenged = False
+        self._proved = False
         self._pending: set[int] = set()
         self._packer = msgpack.Packer(use_bin_type=True, datetime=False)
         if role is Role.SERVER:
             self._malformed = ParseRequestError
-            self._handlers = {"hello": self._on_hello, "request": self._on_request}
+            self._handlers = {"hello": self._on_hello, "proof": self._on_proof,
+                              "request": self._on_request}
         else:
             self._malformed = InternalFailureError
             self._handlers = {
+                "challenge": self._on_challenge,
                 "welcome": self._on_welcome,
                 "response": self._on_response,
             }
@@ -412,7 +465,8 @@ class Connection:
         kind = message.get("type", _MISSING)
         if kind is _MISSING:
             text = "The message field 'type' is missing."
-        elif kind in ("hello", "welcome", "request", "response"):
+        elif kind in ("hello", "challenge", "proof", "welcome", "request",
+                      "response"):
             text = f"A {self.role.value} does not accept '{kind}' messages."
         else:
             text = "The message field 'type' names an unknown message type."
@@ -438,17 +492,39 @@ class Connection:
         if type(client) is not str:
             text = _field_error("hello", "client", "a string", client)
             return self._fail(ParseRequestError(text))
+        key_id = message.get("client_key_id")
+        if key_id is not None and not _is_client_key_id(key_id):
+            text = (f"The hello field 'client_key_id' must be 1 to "
+                    f"{MAX_CLIENT_KEY_ID} printable ASCII characters.")
+            return self._fail(ParseRequestError(text))
         try:
             negotiate_version(versions)
         except InvalidApiVersionError as exc:
             return self._fail(exc)
         self._ready = True
         self._peer_versions = tuple(versions)
-        return Hello(tuple(versions), client)
+        self._key_offered = key_id is not None
+        return Hello(tuple(versions), client, key_id)
+
+    def _on_proof(self, message: dict[str, Any]) -> Proof | ProtocolError:
+        if not self._challenged or self._proved:
+            return self._fail(ParseRequestError(
+                "A proof is accepted only once, in reply to a challenge."))
+        signature = message.get("signature", _MISSING)
+        if type(signature) is not bytes or not 0 < len(signature) <= \
+                MAX_SIGNATURE_BYTES:
+            text = _field_error("proof", "signature",
+                                f"bin of 1 to {MAX_SIGNATURE_BYTES} bytes", signature)
+            return self._fail(ParseRequestError(text))
+        self._proved = True
+        return Proof(signature)
 
     def _on_request(self, message: dict[str, Any]) -> Request | ProtocolError:
         if not self._ready:
             return self._fail(ParseRequestError("The first frame must be a hello."))
+        if self._challenged and not self._proved:
+            return self._fail(ParseRequestError(
+                "The client key proof must come before any request."))
         request_id = message.get("id", _MISSING)
         if not _is_request_id(request_id):
             text = _field_error("request", "id", "an integer from 1 to 2**63-1",
@@ -470,6 +546,20 @@ class Connection:
         return Request(request_id, op, params, timeout_ms)
 
     # --- received messages, client role ---------------------------------------
+
+    def _on_challenge(self, message: dict[str, Any]) -> Challenge | ProtocolError:
+        if not self._key_offered or self._challenged or self._ready:
+            return self._fail(InternalFailureError(
+                "The agent sent a challenge for a hello that named no client key."))
+        nonce = message.get("nonce", _MISSING)
+        if type(nonce) is not bytes or not MIN_NONCE_BYTES <= len(nonce) <= \
+                MAX_NONCE_BYTES:
+            text = _field_error("challenge", "nonce",
+                                f"bin of {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes",
+                                nonce)
+            return self._fail(InternalFailureError(text))
+        self._challenged = True
+        return Challenge(nonce)
 
     def _on_welcome(self, message: dict[str, Any]) -> Welcome | ProtocolError:
         if self._ready:
@@ -545,11 +635,15 @@ class Connection:
                 return self._send_request(event)
             if type(event) is Hello:
                 return self._send_hello(event)
+            if type(event) is Proof:
+                return self._send_proof(event)
         else:
             if type(event) is Response:
                 return self._send_response(event)
             if type(event) is Welcome:
                 return self._send_welcome(event)
+            if type(event) is Challenge:
+                return self._send_challenge(event)
         name = type(event).__name__
         raise LocalProtocolError(f"A {self.role.value} cannot send {name} events")
 
@@ -579,12 +673,39 @@ class Connection:
         versions = tuple(event.versions)
         if not versions or any(type(v) is not int for v in versions):
             raise LocalProtocolError("hello versions must be a non-empty list of ints")
-        data = self._frame(
-            {"type": "hello", "versions": list(versions), "client": event.client}
-        )
+        message = {"type": "hello", "versions": list(versions), "client": event.client}
+        if event.client_key_id is not None:
+            if not _is_client_key_id(event.client_key_id):
+                raise LocalProtocolError(
+                    f"client_key_id must be 1 to {MAX_CLIENT_KEY_ID} printable "
+                    "ASCII characters")
+            message["client_key_id"] = event.client_key_id
+        data = self._frame(message)
         self._handshake_sent = True
         self._offered_versions = versions
+        self._key_offered = event.client_key_id is not None
         return data
+
+    def _send_proof(self, event: Proof) -> bytes:
+        if not self._challenged or self._proved:
+            raise LocalProtocolError("a proof must be sent once, after a challenge")
+        if type(event.signature) is not bytes or not 0 < len(event.signature) <= \
+                MAX_SIGNATURE_BYTES:
+            raise LocalProtocolError(
+                f"the proof signature must be 1 to {MAX_SIGNATURE_BYTES} bytes")
+        self._proved = True
+        return self._frame({"type": "proof", "signature": event.signature})
+
+    def _send_challenge(self, event: Challenge) -> bytes:
+        if not self._key_offered or self._challenged or self._handshake_sent:
+            raise LocalProtocolError(
+                "a challenge must be sent once, after a hello naming a client key")
+        if type(event.nonce) is not bytes or not MIN_NONCE_BYTES <= \
+                len(event.nonce) <= MAX_NONCE_BYTES:
+            raise LocalProtocolError(
+                f"the nonce must be {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes")
+        self._challenged = True
+        return self._frame({"type": "challenge", "nonce": event.nonce})
 
     def _send_request(self, event: Request) -> bytes:
         if not self._ready:
@@ -612,6 +733,8 @@ class Connection:
     def _send_welcome(self, event: Welcome) -> bytes:
         if not self._ready or self._handshake_sent:
             raise LocalProtocolError("welcome must be sent once, after the hello")
+        if self._challenged and not self._proved:
+            raise LocalProtocolError("welcome must wait for the client key proof")
         if event.version not in self._peer_versions:
             raise LocalProtocolError(
                 f"version {event.version} was not offered by the client"
