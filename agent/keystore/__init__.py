@@ -69,7 +69,7 @@ async def open_keystore(settings: KeystoreSettings) -> Keystore:
 
     Raises:
         KeystoreUnavailable: the settings are incomplete, or the PIN, token,
-            module or domain key cannot be used; the message says which.
+            module or domain key cannot be used; the message names the cause.
     """
     if settings.type == "software":
         from agent.keystore.software import SoftwareKeystore

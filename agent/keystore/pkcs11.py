@@ -191,7 +191,7 @@ class _Module:
 
 
 class _Login:
-    """The session that holds the login to one token for this process.
+    """The logged-in session of one token, shared within this process.
 
     Login state belongs to the application and token, not the session,
     so keystores on one token share it; closing it logs out.
@@ -314,9 +314,9 @@ def _ensure_domain_key(session: pkcs11.Session, label: str) -> bytes:
     open a new token at the same time may each create one, and an agent
     may not see the other's key yet (measured with two processes on one
     SoftHSM2 directory). So every agent searches again after creating and
-    picks the smallest CKA_ID, which is the oldest key; no key is ever
+    picks the smallest CKA_ID, which is the oldest key. No key is ever
     destroyed, and sealed material names its key, so material sealed
-    under either key stays readable and later opens agree.
+    under either key stays readable. Later opens agree on the oldest.
     """
     keys = _domain_keys(session, label)
     if not keys:
@@ -378,8 +378,8 @@ class _Slot:
     slot belongs to one thread at a time: the inline slot to the trio
     thread, worker slots to whichever worker checked them out. A key
     object is bound to the session that made it, so each slot unwraps and
-    caches its own non-extractable session copies of HSM keys; the token
-    itself holds only domain keys.
+    caches its own non-extractable session copies of HSM keys. The token
+    itself stores only domain keys.
     """
 
     def __init__(self, session: pkcs11.Session, label: str, key_id: bytes,
@@ -416,7 +416,7 @@ def _session_copy(token_key):
     try:
         return token_key.copy({Attribute.TOKEN: False})
     except pkcs11.PKCS11Error:
-        # A token may refuse copies (CKA_COPYABLE false): use the original.
+        # A token rejects copies of a key whose CKA_COPYABLE is false.
         return token_key
 
 
@@ -521,10 +521,11 @@ class Pkcs11Keystore(Keystore):
     """Keys sealed under a domain key that lives in a PKCS#11 token.
 
     With ``inline_crypto``, calls on at most 64 KiB run on the calling
-    thread with the inline slot; the rest run in worker threads, each with
-    its own slot. Key generation (about 0.3 ms) and unwrapping on a cache
-    miss (about 0.25 ms) run inline too: on the 2-core host measured, a
-    hand-off to a thread cost 0.16 ms and more threads added no throughput.
+    thread with the inline slot. Larger calls run in worker threads, each
+    with its own slot. Key generation (about 0.3 ms) and unwrapping on a
+    cache miss (about 0.25 ms) run inline too, because on the 2-core host
+    measured a hand-off to a thread cost 0.16 ms and threads added no
+    throughput.
     """
 
     def __init__(self, settings: KeystoreSettings, module: _Module,
@@ -533,7 +534,8 @@ class Pkcs11Keystore(Keystore):
         self._label = settings.token_label
         self._module = module
         self._token = token
-        self._offload = Offload(settings.inline_crypto, settings.worker_threads)
+        self._offload = Offload(settings.name, settings.inline_crypto,
+                                settings.worker_threads)
         self._slots = slots
         self._inline_slot = slots[0] if settings.inline_crypto else None
         self._worker_slots: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
@@ -543,7 +545,6 @@ class Pkcs11Keystore(Keystore):
         self._hsm_available = hsm_available
         self._sm4_available = sm4_available()
         self._ready = True
-        self._closed = False
 
     @classmethod
     async def open(cls, settings: KeystoreSettings, pin: str) -> Pkcs11Keystore:
@@ -554,7 +555,7 @@ class Pkcs11Keystore(Keystore):
 
         Raises:
             KeystoreUnavailable: the module, token, PIN or domain key
-                cannot be used; the message says which and never the PIN.
+                cannot be used. The message names the cause, never the PIN.
         """
         if settings.module is None or settings.token_label is None:
             raise KeystoreUnavailable(
@@ -660,7 +661,7 @@ class Pkcs11Keystore(Keystore):
             "name": self.name,
             "token": self._label,
             "module": self._module.path,
-            "ready": self._ready and not self._closed,
+            "ready": self._ready and not self._offload.closed,
             "hsm_protection": self._hsm_available,
             "sessions": len(self._slots),
             "cached_handles": sum(len(slot.keys) for slot in self._slots),
@@ -668,10 +669,9 @@ class Pkcs11Keystore(Keystore):
         }
 
     async def aclose(self) -> None:
-        if self._closed:
+        if self._offload.closed:
             return
-        self._closed = True
-        await self._offload.drain()
+        await self._offload.close()
         self._materials.clear()
         with _registry_lock:
             for slot in self._slots:
@@ -684,11 +684,10 @@ class Pkcs11Keystore(Keystore):
             self._module.release()
 
     async def _run(self, size: int, function: Callable[..., T], *args) -> T:
-        if self._closed:
-            raise KeystoreUnavailable(f"keystore {self.name!r} is closed")
         try:
             if self._offload.is_inline(size):
-                return await self._offload.run(size, function, self._inline_slot, *args)
+                return await self._offload.run(size, function, self._inline_slot,
+                                               *args)
             return await self._offload.run(size, self._in_worker, function, args)
         except _UNAVAILABLE_ERRORS as error:
             self._ready = False

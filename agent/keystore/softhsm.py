@@ -2,7 +2,7 @@
 
 ``init_token(DIR, LABEL)`` writes DIR/softhsm2.conf with the tokens in
 DIR/tokens and initialises a token there with random PINs. The user PIN
-goes to DIR/pin (mode 0600), which every token in DIR shares; the SO PIN
+goes to DIR/pin (mode 0600), which every token in DIR shares. The SO PIN
 is discarded, so a lost user PIN means creating a new token.
 ``python -m agent.keystore.softhsm DIR LABEL`` does the same, and does
 nothing when the token exists already.
@@ -47,12 +47,12 @@ _LABEL_LINE = re.compile(r"^\s*Label:\s*(.*?)\s*$", re.MULTILINE)
 
 
 class TokenSetupError(RuntimeError):
-    """A SoftHSM2 token could not be created; the message says why."""
+    """A SoftHSM2 token could not be created; the message names the cause."""
 
 
 @dataclasses.dataclass(frozen=True)
 class TokenInfo:
-    """Where a token's configuration and user PIN file are."""
+    """The paths of a token's SoftHSM2 configuration and user PIN file."""
 
     conf_path: Path
     pin_file: Path
@@ -104,7 +104,7 @@ def _softhsm2_util(conf_path: Path, *arguments: str) -> str:
     result = subprocess.run([executable, *arguments], env=env, capture_output=True,
                             text=True, check=False)
     if result.returncode != 0:
-        # NOTE: arguments may hold the throwaway PINs, so only the first is named.
+        # The arguments may contain the throwaway PINs: name only the first.
         raise TokenSetupError(
             f"softhsm2-util {arguments[0]} failed: {result.stderr.strip()}"
         )

@@ -2,14 +2,14 @@
 
 ``SoftwareKey`` is the engine: one symmetric key in process memory, with
 encrypt and decrypt under a fresh random 12-byte IV per call. Its repr is
-redacted and it refuses to be pickled, so key bytes cannot reach a log by
-accident. ``Pkcs11Keystore`` uses it for SOFTWARE-protected versions.
+redacted and pickling it raises TypeError, so key bytes do not reach a
+log by accident. ``Pkcs11Keystore`` uses it for SOFTWARE-protected keys.
 
 ``SoftwareKeystore`` serves hosts without an HSM: its domain key is 32
 random bytes in a file of mode 0600, and every version is sealed under it
 with AES-GCM and AAD = the version id (``wrap_format`` 2), so sealed
 material of one version does not open under another version id.
-``Offload`` holds the rule that decides which calls run inline.
+``Offload`` decides which calls run inline.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class SoftwareKey:
         return f"SoftwareKey({self.key_spec}, <redacted>)"
 
     def __reduce__(self):
-        raise TypeError("SoftwareKey holds key material and cannot be pickled")
+        raise TypeError("SoftwareKey contains key material and cannot be pickled")
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
         """Encrypt under a fresh random 12-byte IV.
@@ -110,8 +110,8 @@ class SoftwareKey:
 def check_gcm_input(iv: bytes, ciphertext_with_tag: bytes) -> None:
     """Raise DecryptionFailed unless the IV and the input can be GCM input.
 
-    Only 12-byte IVs are accepted: the token accepts empty and 1-byte IVs,
-    and an empty IV makes GCM deterministic.
+    Only 12-byte IVs pass. SoftHSM2 2.6.1 accepts empty and 1-byte IVs,
+    and an empty IV makes its GCM deterministic.
     """
     if len(iv) != GCM_IV_BYTES:
         raise DecryptionFailed()
@@ -134,19 +134,22 @@ def version_aad(version_id: str) -> bytes:
 
 
 class Offload:
-    """The rule for which calls run inline and which in worker threads.
+    """The runner of a keystore's calls, inline or in worker threads.
 
-    A trio-to-thread hand-off costs more than a small GCM operation, so
-    with ``inline_crypto`` calls on at most ``INLINE_MAX_BYTES`` run on
-    the calling thread; the rest run in at most ``worker_threads`` threads.
+    A trio-to-thread hand-off costs more than a small GCM operation. So
+    with ``inline_crypto``, calls on at most ``INLINE_MAX_BYTES`` run on
+    the calling thread, and the rest in at most ``worker_threads`` threads.
+    After ``close``, every call raises KeystoreUnavailable.
     """
 
-    def __init__(self, inline_crypto: bool, worker_threads: int):
+    def __init__(self, name: str, inline_crypto: bool, worker_threads: int):
         if worker_threads < 1:
             raise ValueError("worker_threads must be at least 1")
+        self.name = name
         self.inline_crypto = inline_crypto
         self.worker_threads = worker_threads
         self.limiter = trio.CapacityLimiter(worker_threads)
+        self.closed = False
 
     def is_inline(self, size: int) -> bool:
         """Return whether a call on ``size`` bytes runs on the calling thread."""
@@ -159,17 +162,30 @@ class Offload:
         other tasks first, and raises ``trio.Cancelled`` there if cancelled.
         Without it, a task that loops over inline calls would never let
         other tasks or finished worker threads run.
+
+        Raises:
+            KeystoreUnavailable: the keystore is closed, or closed while
+                this call waited.
         """
+        self._check_open()
         if not self.is_inline(size):
+            # No checkpoint before the limiter queues this call, so a call
+            # that passed the check is served before ``close`` gets slots.
             return await trio.to_thread.run_sync(function, *args,
                                                  limiter=self.limiter)
         await trio.lowlevel.checkpoint()
+        self._check_open()
         return function(*args)
 
-    async def drain(self) -> None:
-        """Wait until no worker thread runs, and keep every slot taken."""
+    async def close(self) -> None:
+        """Reject new calls and wait until no worker thread runs."""
+        self.closed = True
         for _ in range(self.worker_threads):
             await self.limiter.acquire_on_behalf_of(object())
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise KeystoreUnavailable(f"keystore {self.name!r} is closed")
 
 
 def read_domain_key_file(path: Path) -> SoftwareKey:
@@ -253,7 +269,6 @@ class SoftwareKeystore(Keystore):
         self._offload = offload
         self._materials = MaterialCache(cache_size)
         self._sm4 = sm4_available()
-        self._closed = False
 
     @classmethod
     async def open(cls, settings) -> SoftwareKeystore:
@@ -268,7 +283,8 @@ class SoftwareKeystore(Keystore):
                 f"keystore {settings.name!r} of type software needs domain_key_file"
             )
         domain_key = read_domain_key_file(settings.domain_key_file)
-        offload = Offload(settings.inline_crypto, settings.worker_threads)
+        offload = Offload(settings.name, settings.inline_crypto,
+                          settings.worker_threads)
         return cls(settings.name, domain_key, offload, settings.cache_size)
 
     def supports(self, key_spec: str, protection_level: str) -> bool:
@@ -280,47 +296,38 @@ class SoftwareKeystore(Keystore):
                        protection_level: str) -> KeyMaterial:
         if not self.supports(key_spec, protection_level):
             raise ValueError(f"{key_spec} with {protection_level} is not supported")
-        sealed = await self._call(0, self._seal_new, version_id, key_spec)
+        sealed = await self._offload.run(0, self._seal_new, version_id, key_spec)
         return KeyMaterial(version_id, key_spec, SOFTWARE, SEALED_GCM, sealed)
 
     async def encrypt(self, material: KeyMaterial, plaintext: bytes,
                       aad: bytes) -> tuple[bytes, bytes]:
-        return await self._call(len(plaintext), self._encrypt, material,
-                                plaintext, aad)
+        return await self._offload.run(len(plaintext), self._encrypt, material,
+                                       plaintext, aad)
 
     async def decrypt(self, material: KeyMaterial, iv: bytes,
                       ciphertext_with_tag: bytes, aad: bytes) -> bytes:
         check_gcm_input(iv, ciphertext_with_tag)
-        return await self._call(len(ciphertext_with_tag), self._decrypt, material,
-                                iv, ciphertext_with_tag, aad)
+        return await self._offload.run(len(ciphertext_with_tag), self._decrypt,
+                                       material, iv, ciphertext_with_tag, aad)
 
     async def random_bytes(self, length: int) -> bytes:
         if length < 0:
             raise ValueError("length must not be negative")
-        return await self._call(length, os.urandom, length)
+        return await self._offload.run(length, os.urandom, length)
 
     def status(self) -> dict:
         return {
             "type": "software",
             "name": self.name,
-            "ready": not self._closed,
+            "ready": not self._offload.closed,
             "cached_keys": len(self._materials),
         }
 
     async def aclose(self) -> None:
-        if self._closed:
+        if self._offload.closed:
             return
-        self._closed = True
-        await self._offload.drain()
+        await self._offload.close()
         self._materials.clear()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise KeystoreUnavailable(f"keystore {self.name!r} is closed")
-
-    async def _call(self, size: int, function: Callable[..., T], *args) -> T:
-        self._check_open()
-        return await self._offload.run(size, function, *args)
 
     def _seal_new(self, version_id: str, key_spec: str) -> bytes:
         material = os.urandom(SYMMETRIC_KEY_BYTES[key_spec])

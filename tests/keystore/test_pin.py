@@ -30,7 +30,7 @@ def test_pin_file_read_stripped(tmp_path):
 
 
 async def test_pin_file_0644_rejected(tmp_path):
-    """A PIN file readable by others is refused before the module loads."""
+    """A PIN file readable by others is rejected before the module loads."""
     pin_file = write_pin(tmp_path / "pin", 0o644)
     with pytest.raises(KeystoreUnavailable) as caught:
         await open_keystore(pkcs11_settings(pin_file=pin_file))
@@ -41,7 +41,7 @@ async def test_pin_file_0644_rejected(tmp_path):
 
 
 def test_pin_file_group_readable_rejected(tmp_path):
-    """A PIN file readable by its group is refused too."""
+    """A PIN file readable by its group is rejected too."""
     pin_file = write_pin(tmp_path / "pin", 0o640)
     with pytest.raises(KeystoreUnavailable):
         read_pin(pkcs11_settings(pin_file=pin_file))
@@ -70,7 +70,7 @@ def test_pin_env_unset_named(monkeypatch):
 
 
 def test_pin_source_required():
-    """Settings without pin_file or pin_env are refused."""
+    """Settings without pin_file or pin_env are rejected."""
     with pytest.raises(KeystoreUnavailable):
         read_pin(pkcs11_settings())
 
@@ -85,6 +85,6 @@ async def test_missing_module_unavailable(tmp_path):
 
 
 async def test_unknown_type_unavailable():
-    """An unknown keystore type is refused."""
+    """An unknown keystore type is rejected."""
     with pytest.raises(KeystoreUnavailable):
         await open_keystore(KeystoreSettings(name="x", type="cloud"))

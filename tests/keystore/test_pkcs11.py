@@ -7,6 +7,7 @@ import os
 
 import pkcs11
 import pytest
+import trio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
@@ -109,7 +110,7 @@ async def test_iv_unique_over_calls(keystore, level):
 @pytest.mark.parametrize("level", [HSM, SOFTWARE])
 @pytest.mark.parametrize("length", [0, 1, 11, 13, 16])
 async def test_bad_iv_rejected(keystore, level, length):
-    """Decrypt rejects IVs of any length but 12, which the token would take."""
+    """Decrypt rejects IVs of any length but 12, though the token takes some."""
     material = await keystore.generate(f"badiv-{level}-{length}", "Aliyun_AES_256",
                                        level)
     iv, ciphertext = await keystore.encrypt(material, b"plain", b"")
@@ -213,7 +214,7 @@ async def test_wrong_pin_unavailable(hsm_settings, make_token, tmp_path):
 
 
 async def test_wrong_pin_while_logged_in(keystore, hsm_settings, tmp_path):
-    """A wrong PIN is refused even when the token is already logged in."""
+    """A wrong PIN is rejected even when the token is already logged in."""
     pin_file = tmp_path / "pin"
     pin_file.write_text("wrong-pin-5678\n")
     pin_file.chmod(0o600)
@@ -222,8 +223,8 @@ async def test_wrong_pin_while_logged_in(keystore, hsm_settings, tmp_path):
     assert "wrong-pin-5678" not in str(caught.value)
 
 
-async def test_other_softhsm_conf_refused(hsm_settings, tmp_path):
-    """A second SoftHSM2 configuration in one process is refused."""
+async def test_other_softhsm_conf_rejected(hsm_settings, tmp_path):
+    """A second SoftHSM2 configuration in one process is rejected."""
     with pytest.raises(KeystoreUnavailable) as caught:
         await open_keystore(hsm_settings(softhsm2_conf=tmp_path / "other.conf"))
     assert "one SoftHSM2 configuration" in str(caught.value)
@@ -301,6 +302,29 @@ async def test_closed_keystore_rejects(hsm_settings):
         await keystore.encrypt(material, b"plain", b"")
 
 
+@pytest.mark.parametrize("inline_crypto", [True, False])
+async def test_close_during_calls(hsm_settings, inline_crypto):
+    """Calls that race aclose end in KeystoreUnavailable and nothing else."""
+    keystore = await open_keystore(hsm_settings(inline_crypto=inline_crypto))
+    material = await keystore.generate(f"close-{inline_crypto}", "Aliyun_AES_256", HSM)
+    stopped = []
+
+    async def encrypt_until_closed():
+        try:
+            while True:
+                await keystore.encrypt(material, b"plain", b"")
+        except KeystoreUnavailable as error:
+            stopped.append(error)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(encrypt_until_closed)
+        for _ in range(50):
+            await trio.lowlevel.checkpoint()
+        await keystore.aclose()
+    assert len(stopped) == 4
+
+
 async def test_shared_login_survives_close(hsm_settings):
     """Closing one keystore keeps another on the same token logged in."""
     first = await open_keystore(hsm_settings())
@@ -334,8 +358,8 @@ async def test_oldest_domain_key_chosen(hsm_settings, make_token):
     await setup.aclose()
 
 
-async def test_extractable_domain_key_refused(hsm_settings, make_token):
-    """A domain key that can be extracted is refused at open."""
+async def test_extractable_domain_key_rejected(hsm_settings, make_token):
+    """A domain key that can be extracted is rejected at open."""
     token = make_token("extractable")
     setup = await open_keystore(hsm_settings(token, domain_key_label="setup"))
     create_token_key(setup._slots[0].session, "loose", b"\x01", extractable=True)

@@ -86,7 +86,7 @@ def test_software_key_repr_redacted():
     assert str(list(raw)) not in text
 
 
-def test_software_key_refuses_pickle():
+def test_software_key_rejects_pickle():
     """Pickling a SoftwareKey raises instead of writing key bytes."""
     with pytest.raises(TypeError):
         pickle.dumps(SoftwareKey("Aliyun_AES_128", os.urandom(16)))
@@ -164,7 +164,7 @@ async def test_domain_key_file_created_private(tmp_path):
 
 
 async def test_domain_key_loose_mode_rejected(tmp_path):
-    """A domain key file readable by others is refused, naming the mode."""
+    """A domain key file readable by others is rejected, naming the mode."""
     path = tmp_path / "domain.key"
     path.write_bytes(os.urandom(32))
     path.chmod(0o644)
@@ -175,7 +175,7 @@ async def test_domain_key_loose_mode_rejected(tmp_path):
 
 
 async def test_domain_key_wrong_length_rejected(tmp_path):
-    """A domain key file that is not 32 bytes long is refused."""
+    """A domain key file that is not 32 bytes long is rejected."""
     path = tmp_path / "domain.key"
     path.write_bytes(os.urandom(16))
     path.chmod(0o600)
