@@ -1,9 +1,9 @@
 """The echo floor: the agent's protocol with no work behind it.
 
 ``python -m bench.echo_server SOCKET`` serves on a Unix socket with the
-server role of ``client.wire.Connection``: it answers the hello with a
-welcome and each request with a response whose result is the request's
-parameters. Requests are answered in order on the connection's own task,
+server role of ``client.wire.Connection``. It replies to the hello with
+a welcome, and to each request with a response whose result is the
+request's parameters. Requests are answered in order on the connection's own task,
 so the figure is framing, msgpack and socket I/O only. It runs until it
 is terminated.
 """
@@ -21,7 +21,7 @@ READ_CHUNK_BYTES = 65536
 
 
 async def echo_connection(stream: trio.SocketStream) -> None:
-    """Answer one client until it closes the connection or breaks the protocol."""
+    """Serve one client until it closes the connection or breaks the protocol."""
     connection = wire.Connection(wire.Role.SERVER)
     async with stream:
         while True:

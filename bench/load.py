@@ -69,7 +69,7 @@ class Window:
 
 @dataclasses.dataclass(frozen=True)
 class Load:
-    """What to send: one operation with fixed parameters, from ``clients``."""
+    """A request to repeat: one operation with fixed parameters, from ``clients``."""
 
     socket_path: str
     operation: str

@@ -30,7 +30,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 class ServerStartError(RuntimeError):
-    """A server under test exited or did not answer before the timeout."""
+    """A server under test exited, or did not respond before the timeout."""
 
 
 class ServerProcess:
@@ -67,10 +67,10 @@ class ServerProcess:
 
 
 def start_agent(directory: Path) -> ServerProcess:
-    """Start ``kms-agent --dev DIRECTORY/agent`` and wait until it answers.
+    """Start ``kms-agent --dev DIRECTORY/agent`` and wait until it responds.
 
     Raises:
-        ServerStartError: the agent exited or did not answer in time.
+        ServerStartError: the agent exited or did not respond in time.
     """
     dev_dir = directory / "agent"
     command = [sys.executable, "-m", "agent", "--dev", str(dev_dir)]
@@ -79,10 +79,10 @@ def start_agent(directory: Path) -> ServerProcess:
 
 
 def start_echo(directory: Path) -> ServerProcess:
-    """Start the echo floor on DIRECTORY/echo.sock and wait until it answers.
+    """Start the echo floor on DIRECTORY/echo.sock and wait until it responds.
 
     Raises:
-        ServerStartError: the server exited or did not answer in time.
+        ServerStartError: the server exited or did not respond in time.
     """
     socket_path = directory / "echo.sock"
     command = [sys.executable, "-m", "bench.echo_server", str(socket_path)]
@@ -107,7 +107,7 @@ def _start(name: str, command: list[str], socket_path: Path,
 
 
 def _exit_with_parent() -> None:
-    # Runs in the child between fork and exec; the setting survives exec.
+    # This runs in the child between fork and exec. The setting survives exec.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
@@ -118,13 +118,13 @@ def _wait_until_ready(server: ServerProcess) -> None:
         if server.process.poll() is not None:
             raise ServerStartError(
                 f"{server.name} exited with status {server.process.returncode} "
-                f"before it answered:\n{server.log_tail()}")
+                f"before it responded. Its log ends with:\n{server.log_tail()}")
         if server.socket_path.exists() and _answers(server.socket_path):
             return
         time.sleep(0.1)
     raise ServerStartError(
-        f"{server.name} did not answer on {server.socket_path} within "
-        f"{START_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+        f"{server.name} did not respond on {server.socket_path} within "
+        f"{START_TIMEOUT_S:.0f} s. Its log ends with:\n{server.log_tail()}")
 
 
 def _answers(socket_path: Path) -> bool:

@@ -2,7 +2,7 @@
 
 Ratios are computed from the median figures. Time per operation is the
 inverse of throughput, which for one closed-loop client is its mean
-latency. The JSON holds the medians, every round's figures, the ratios
+latency. The JSON contains the medians, every round's figures, the ratios
 and the settings and machine of the run.
 """
 
@@ -70,8 +70,13 @@ def compute_ratios(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, 
 
 def build_results(figures: dict[str, dict[str, float]],
                   rounds: dict[str, list[dict[str, float]]],
-                  settings: dict[str, Any], date: str) -> dict[str, Any]:
-    """Return the JSON document of a run."""
+                  settings: dict[str, Any], date: str,
+                  load_average: tuple[float, float, float]) -> dict[str, Any]:
+    """Return the JSON document of a run.
+
+    ``load_average`` is the 1, 5 and 15 minute load average at the start
+    of the run, since other work on the machine skews every figure.
+    """
     return {
         "schema": JSON_SCHEMA_VERSION,
         "date": date,
@@ -79,6 +84,8 @@ def build_results(figures: dict[str, dict[str, float]],
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "load_average_at_start": list(load_average),
+            "load_average_at_end": list(os.getloadavg()),
         },
         "settings": settings,
         "figures": figures,
@@ -95,8 +102,12 @@ def write_json(results: dict[str, Any], path: Path) -> None:
 def format_table(results: dict[str, Any]) -> str:
     """Return the figures and ratios of a run as a plain-text table."""
     settings = results["settings"]
+    machine = results["machine"]
+    load_average = "/".join(f"{value:.1f}" for value in (
+        machine["load_average_at_start"][0], machine["load_average_at_end"][0]))
     lines = [
-        f"kms-agent benchmark, {results['date']}, {results['machine']['cpus']} CPUs, "
+        f"kms-agent benchmark, {results['date']}, {machine['cpus']} CPUs, "
+        f"load average {load_average} (start/end)",
         f"median of {settings['rounds']} rounds of {settings['seconds']:g} s, "
         f"clients: {settings['client_mode']}",
         "",

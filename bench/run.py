@@ -36,32 +36,39 @@ QUICK = {"seconds": 0.2, "warmup": 0.05, "rounds": 2}
 Measurement = Callable[[], dict[str, float]]
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python bench/run.py",
         description="Measure kms-agent against its floors (raw HSM, raw AES-GCM, "
                     "bare protocol echo) and check the target ratios.")
     parser.add_argument("--seconds", type=float,
-                        help="measured seconds per figure and round (default 3; "
-                             "0.2 with --quick)")
+                        help="measured seconds per figure and round (default 3, "
+                             "or 0.2 with --quick)")
     parser.add_argument("--warmup", type=float,
-                        help="unmeasured seconds before each figure (default 0.5; "
-                             "0.05 with --quick)")
+                        help="unmeasured seconds before each figure (default 0.5, "
+                             "or 0.05 with --quick)")
     parser.add_argument("--rounds", type=int,
-                        help="rounds of every figure; the table shows medians "
-                             "(default 3; 2 with --quick)")
+                        help="rounds of every figure, of which the table shows "
+                             "medians (default 3, or 2 with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help="the short smoke configuration: checks that the "
-                             "suite works; its figures are rough")
+                        help="the short smoke configuration, which checks that "
+                             "the suite works and gives rough figures")
     parser.add_argument("--client-processes", type=int, default=0, metavar="N",
                         help="spread each load's clients over N worker "
                              "processes (default 0: trio tasks in this process)")
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="also write every figure to PATH as JSON")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line and fill in the defaults of the chosen mode."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     for name, default in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, default)
+
     if args.seconds <= 0 or args.warmup < 0 or args.rounds < 1:
         parser.error("--seconds must be positive, --warmup not negative and "
                      "--rounds at least 1")
@@ -172,15 +179,18 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _is_interrupt(error: BaseException) -> bool:
-    # trio may deliver Ctrl-C wrapped in an exception group.
+    # trio can deliver Ctrl-C wrapped in an exception group.
     if isinstance(error, BaseExceptionGroup):
         return error.split(KeyboardInterrupt)[0] is not None
     return isinstance(error, KeyboardInterrupt)
 
 
-def _interrupt_on_sigterm() -> None:
-    # SIGTERM takes the path of Ctrl-C, on which trio and the cleanup
-    # code already act, so both stop the run the same way.
+def _stop_on_signals() -> None:
+    # SIGTERM takes the path of Ctrl-C, on which trio and the cleanup code
+    # already act. SIGINT gets Python's default handler even when the
+    # shell started this process with SIGINT ignored (as it does for
+    # "cmd &"), because otherwise SIGTERM would be ignored too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(),
                                                                 signal.SIGINT))
 
@@ -188,8 +198,9 @@ def _interrupt_on_sigterm() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the suite, print the table, write the JSON; return the exit status."""
     args = parse_args(argv)
-    _interrupt_on_sigterm()
+    _stop_on_signals()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_average = os.getloadavg()
     try:
         with Suite(args) as suite:
             rounds = suite.run()
@@ -200,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     figures = {name: median_figure(values) for name, values in rounds.items()}
-    results = report.build_results(figures, rounds, _settings(args), date)
+    results = report.build_results(figures, rounds, _settings(args), date,
+                                   load_average)
     print(report.format_table(results))
     if args.json is not None:
         report.write_json(results, args.json)
