@@ -27,9 +27,13 @@ class FlakyKeystore(FakeKeystore):
     """A FakeKeystore that yields to other tasks and can be made to fail."""
 
     failing = False
+    # When set, decryption waits for this event.
+    gate: trio.Event | None = None
 
     async def decrypt(self, material, iv, ciphertext_with_tag, aad):
         await trio.lowlevel.checkpoint()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.failing:
             raise KeystoreUnavailable("token removed")
         return await super().decrypt(material, iv, ciphertext_with_tag, aad)
