@@ -213,6 +213,144 @@ class KmsOperations(Generic[ResultT]):
         """List the tags of a key."""
         return self.call("ListResourceTags", KeyId=key_id)
 
+    def create_secret(self, secret_name: str, secret_data: str | bytes,
+                      version_id: str, *, secret_data_type: str | None = None,
+                      encryption_key_id: str | None = None,
+                      description: str | None = None,
+                      tags: Mapping[str, str] | list[dict[str, str]] | None = None,
+                      enable_automatic_rotation: bool | None = None,
+                      rotation_interval: str | None = None) -> ResultT:
+        """Create a secret whose first version takes ACSCurrent.
+
+        ``secret_data_type`` is ``text`` (the default) or ``binary``; a
+        binary value is sent as bytes.
+        """
+        return self.call("CreateSecret", **_present(
+            SecretName=secret_name, SecretData=secret_data, VersionId=version_id,
+            SecretDataType=secret_data_type, EncryptionKeyId=encryption_key_id,
+            Description=description, Tags=_tag_list(tags),
+            EnableAutomaticRotation=enable_automatic_rotation,
+            RotationInterval=rotation_interval,
+        ))
+
+    def get_secret_value(self, secret_name: str, *, version_id: str | None = None,
+                         version_stage: str | None = None) -> ResultT:
+        """Read a secret's value, by default the ACSCurrent version.
+
+        The result contains ``SecretData`` (str for text, bytes for
+        binary), and ``Stale`` with ``StaleAgeSeconds`` when the agent
+        served a cached value because its store or keystore failed.
+        """
+        return self.call("GetSecretValue", **_present(
+            SecretName=secret_name, VersionId=version_id, VersionStage=version_stage,
+        ))
+
+    def batch_get_secret_value(self, secrets: list[str | dict[str, str]]) -> ResultT:
+        """Read up to 20 secrets; names or ``{"SecretName", ...}`` maps.
+
+        The result contains ``SecretValues`` and a per-secret ``Errors`` list.
+        """
+        entries = [{"SecretName": entry} if isinstance(entry, str) else entry
+                   for entry in secrets]
+        return self.call("BatchGetSecretValue", SecretsList=entries)
+
+    def put_secret_value(self, secret_name: str, secret_data: str | bytes,
+                         version_id: str, *, secret_data_type: str | None = None,
+                         version_stages: list[str] | None = None) -> ResultT:
+        """Add a version; by default it takes ACSCurrent.
+
+        Repeating a put with the same ``version_id`` and data succeeds.
+        """
+        return self.call("PutSecretValue", **_present(
+            SecretName=secret_name, SecretData=secret_data, VersionId=version_id,
+            SecretDataType=secret_data_type, VersionStages=version_stages,
+        ))
+
+    def update_secret(self, secret_name: str, *,
+                      description: str | None = None) -> ResultT:
+        """Change a secret's description."""
+        return self.call("UpdateSecret", **_present(
+            SecretName=secret_name, Description=description,
+        ))
+
+    def update_secret_version_stage(self, secret_name: str, version_stage: str, *,
+                                    remove_from_version: str | None = None,
+                                    move_to_version: str | None = None) -> ResultT:
+        """Move a stage to a version, or remove it from one."""
+        return self.call("UpdateSecretVersionStage", **_present(
+            SecretName=secret_name, VersionStage=version_stage,
+            RemoveFromVersion=remove_from_version, MoveToVersion=move_to_version,
+        ))
+
+    def describe_secret(self, secret_name: str, *,
+                        fetch_tags: bool | None = None) -> ResultT:
+        """Return a secret's metadata, never its value."""
+        return self.call("DescribeSecret", **_present(
+            SecretName=secret_name, FetchTags=fetch_tags,
+        ))
+
+    def list_secrets(self, *, page_number: int | None = None,
+                     page_size: int | None = None, fetch_tags: bool | None = None,
+                     filters: list[dict[str, Any]] | None = None) -> ResultT:
+        """List secrets, one page at a time, optionally filtered."""
+        return self.call("ListSecrets", **_present(
+            PageNumber=page_number, PageSize=page_size, FetchTags=fetch_tags,
+            Filters=filters,
+        ))
+
+    def list_secret_version_ids(self, secret_name: str, *,
+                                include_deprecated: bool | None = None,
+                                page_number: int | None = None,
+                                page_size: int | None = None) -> ResultT:
+        """List a secret's versions with their stages."""
+        return self.call("ListSecretVersionIds", **_present(
+            SecretName=secret_name, IncludeDeprecated=include_deprecated,
+            PageNumber=page_number, PageSize=page_size,
+        ))
+
+    def delete_secret(self, secret_name: str, *,
+                      recovery_window_in_days: int | None = None,
+                      force_delete_without_recovery: bool | None = None) -> ResultT:
+        """Schedule deletion after 7 to 30 days (default 30), or delete now."""
+        return self.call("DeleteSecret", **_present(
+            SecretName=secret_name, RecoveryWindowInDays=recovery_window_in_days,
+            ForceDeleteWithoutRecovery=force_delete_without_recovery,
+        ))
+
+    def restore_secret(self, secret_name: str) -> ResultT:
+        """Cancel a scheduled deletion; the secret is as it was."""
+        return self.call("RestoreSecret", SecretName=secret_name)
+
+    def update_secret_rotation_policy(self, secret_name: str,
+                                      enable_automatic_rotation: bool,
+                                      rotation_interval: str | None = None) -> ResultT:
+        """Turn automatic rotation on or off; the interval is like ``7d``."""
+        return self.call("UpdateSecretRotationPolicy", **_present(
+            SecretName=secret_name, EnableAutomaticRotation=enable_automatic_rotation,
+            RotationInterval=rotation_interval,
+        ))
+
+    def rotate_secret(self, secret_name: str, version_id: str) -> ResultT:
+        """Rotate now with the agent's configured rotator for this secret."""
+        return self.call("RotateSecret", SecretName=secret_name, VersionId=version_id)
+
+    def wait_secret_change(self, secret_name: str, version_id: str | None = None,
+                           timeout_seconds: int | None = None) -> ResultT:
+        """Wait until ACSCurrent is no longer ``version_id`` (agent-specific).
+
+        The result has ``VersionId`` and ``Changed``. The agent waits up
+        to ``timeout_seconds`` (1 to 300, default 60), so the client's own
+        reply timeout must be longer.
+        """
+        return self.call("WaitSecretChange", **_present(
+            SecretName=secret_name, VersionId=version_id,
+            TimeoutSeconds=timeout_seconds,
+        ))
+
+    def describe_agent_cache(self) -> ResultT:
+        """Return the agent's cache statistics (agent-specific)."""
+        return self.call("DescribeAgentCache")
+
     def create_key_version(self, key_id: str) -> ResultT:
         """Add a version to a key and make it primary; returns ``KeyVersion``."""
         return self.call("CreateKeyVersion", KeyId=key_id)
