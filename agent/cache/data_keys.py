@@ -1,4 +1,4 @@
-"""Reuse of data keys by GenerateDataKey, only when the caller asks.
+"""Reuse of data keys by GenerateDataKey, only when the caller requests it.
 
 A caller that sends ``AllowCachedDataKey=true`` may get a data key (and
 its blob) that an earlier such call for the same key, encryption context

@@ -1,9 +1,9 @@
 """The cache of decrypted secret values.
 
 Entries are keyed by a tuple whose first item is the secret name, such
-as ``(name, "stage", "ACSCurrent")``. An entry is fresh for ``ttl``
-seconds; after that it is only kept for stale serving, which a caller
-may use when the store or keystore fails, until ``stale_max_age``.
+as ``(name, None, "ACSCurrent")``. An entry is fresh for ``ttl``
+seconds. After that it is kept only for stale serving, until
+``stale_max_age``: a caller may use it when the store or keystore fails.
 
 ``invalidate(name)`` is the one way to drop a secret's entries, and
 every write to a secret calls it before the write returns. A reader

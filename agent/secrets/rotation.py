@@ -8,9 +8,10 @@ reads the current value on standard input and writes the next value on
 standard output; for a text secret one trailing newline is removed. Its
 standard error is discarded, and nothing it prints is ever logged or put
 in an error. An ``entry_point`` ``module:function`` is called as
-``function(secret_name, current_value)`` and returns str or bytes; a
-plain function runs in a worker thread, a coroutine function in the
-event loop. Both are cut off after the configured timeout.
+``function(secret_name, current_value)`` and returns str or bytes. A
+plain function runs in a worker thread and a coroutine function in the
+event loop. Both are cut off after the configured timeout, but a plain
+function's thread is abandoned, not stopped.
 """
 
 from __future__ import annotations

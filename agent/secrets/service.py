@@ -152,9 +152,9 @@ class SecretService:
         secret = _require(secret, name)
         if version is None or (stage is not None
                                and secret.stages.get(stage) != version.version_id):
-            wanted = version_id if version_id is not None else stage
+            requested = version_id if version_id is not None else stage
             raise ResourceNotFoundError(
-                f"The version {wanted!r} of secret {name!r} is not found.")
+                f"The version {requested!r} of secret {name!r} is not found.")
         data = await self._open(version)
         return SecretValue(
             name, secret.secret_type, version.data_type, version.version_id,

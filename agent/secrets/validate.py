@@ -1,10 +1,10 @@
 """Checks of secret names, version ids, values and rotation intervals.
 
-Limits follow Alibaba Cloud Secrets Manager: a name is 1 to 192 of
-``[A-Za-z0-9_/+=.@-]`` and must not start with the reserved ``acs/``; a
-version id is at most 64 characters; a value is at most 30,720 bytes;
-a rotation interval is 6 hours to 8,760 hours, written as an integer
-with a unit (``7d``, ``12h``, ``30m``, ``604800s``).
+Limits follow Alibaba Cloud Secrets Manager. A name is 1 to 192 of
+``[A-Za-z0-9_/+=.@-]`` and must not start with the reserved ``acs/``.
+A version id is at most 64 characters, and a value at most 30,720
+bytes. A rotation interval is 6 hours to 8,760 hours, written as an
+integer with a unit (``7d``, ``12h``, ``30m``, ``604800s``).
 """
 
 from __future__ import annotations

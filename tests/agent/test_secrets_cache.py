@@ -1,8 +1,8 @@
 """The secret value cache and the data key cache, through the dispatcher.
 
 Cache time follows the FakeClock. A FlakyKeystore yields on every call,
-so concurrent readers and writers interleave, and can be made to fail;
-the store is made to fail by replacing one of its read methods.
+so concurrent readers and writers interleave, and it can be made to
+fail. The store is made to fail by replacing one of its read methods.
 """
 
 from __future__ import annotations
