@@ -47,10 +47,13 @@ class SecretAgent:
     """Dispatcher, services and store over ``tmp_path``."""
 
     def __init__(self, tmp_path, secrets: SecretsConfig | None = None,
-                 data_keys: DataKeyCacheConfig | None = None, store=None):
-        self.clock = FakeClock()
+                 data_keys: DataKeyCacheConfig | None = None, store=None,
+                 keystore: FlakyKeystore | None = None, clock: FakeClock | None = None):
+        # A second agent on the same database shares the store, the
+        # keystore (its domain key) and the clock of the first.
+        self.clock = clock or FakeClock()
         self.store = store or SqliteStore(tmp_path / "data")
-        self.keystore = FlakyKeystore()
+        self.keystore = keystore or FlakyKeystore()
         self.keys = KeyService(self.store, {"default": self.keystore}, "default",
                                self.clock, "local")
         self.secrets = SecretService(self.store, self.keys, self.clock,

@@ -309,9 +309,8 @@ async def test_purge_after_window(agent):
 
 async def test_purge_by_two_agents(agent, tmp_path):
     """Two agents on one database purge a due secret exactly once."""
-    other = SecretAgent(tmp_path / "other", store=agent.store)
-    other.clock = agent.clock
-    other.secrets.clock = agent.clock
+    other = SecretAgent(tmp_path / "other", store=agent.store,
+                        keystore=agent.keystore, clock=agent.clock)
     await agent.create()
     await agent.call("DeleteSecret", SecretName="app/db", RecoveryWindowInDays=7)
     agent.clock.advance(days=8)

@@ -183,8 +183,7 @@ async def test_scheduled_rotation_when_due(agent):
 async def test_scheduled_rotation_one_agent(agent, tmp_path):
     """Two agents on one database rotate a due secret exactly once."""
     other = SecretAgent(tmp_path / "other", config(rotation=RULES),
-                        store=agent.store)
-    other.secrets.clock = agent.clock
+                        store=agent.store, keystore=agent.keystore, clock=agent.clock)
     await agent.create("cmd/a", EnableAutomaticRotation=True, RotationInterval="6h")
     agent.clock.advance(hours=7)
     results = []
@@ -196,6 +195,7 @@ async def test_scheduled_rotation_one_agent(agent, tmp_path):
         nursery.start_soon(run, agent.secrets)
         nursery.start_soon(run, other.secrets)
     assert len(results) == 1
+    assert results[0][2] is None
     assert len(await agent.stages("cmd/a")) == 2
 
 
