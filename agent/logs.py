@@ -22,7 +22,8 @@ FIELDS = frozenset({
     "op", "key_id", "key_version", "code", "http_status", "duration_ms",
     "request_id", "peer_uid", "peer_gid", "peer_pid", "detail", "error",
     "socket", "keystore", "store", "version", "count", "in_flight", "signal",
-    "connections", "config", "secret_name", "secret_version",
+    "connections", "config", "secret_name", "secret_version", "principal",
+    "client_key_id",
 })
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -59,13 +60,23 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         fields = getattr(record, "fields", {})
-        pairs = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        pairs = " ".join(f"{k}={_quote(v)}" for k, v in fields.items()
+                         if v is not None)
         line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
         if pairs:
             line += "  " + pairs
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def _quote(value: Any) -> str:
+    # A value with spaces, quotes or control characters is written as a JSON
+    # string, so a caller cannot forge a second line or another field.
+    text = str(value)
+    if text and all(c.isprintable() and c not in ' "=' for c in text):
+        return text
+    return json.dumps(text)
 
 
 def setup_logging(level: str, log_format: str, stream: TextIO | None = None) -> None:

@@ -13,7 +13,7 @@ import re
 
 from agent.keys import states
 from agent.keys.service import KeyService
-from agent.store.base import RESOURCE_KEY, DuplicateError, Store
+from agent.store.base import RESOURCE_KEY, DuplicateError, LimitError, Store
 from agent.store.records import AliasRecord, KeyRecord
 from client.errors import (
     AliasAlreadyExistsError, AliasNotFoundError, InvalidParameterError,
@@ -100,6 +100,7 @@ async def update_alias(service: KeyService, name: str, key_ref: str) -> KeyRecor
 
 async def delete_alias(service: KeyService, name: str) -> None:
     """DeleteAlias."""
+    validate_alias_name(name)
     if not await service.store.delete_alias(name):
         raise AliasNotFoundError(f"The alias {name!r} is not found.")
 
@@ -109,11 +110,12 @@ async def tag_key(service: KeyService, key_ref: str, tags: dict[str, str]) -> Ke
     validate_tags(tags)
     key = await service.resolve(key_ref)
     states.require_state(key, states.EDIT)
-    current = await service.store.get_tags(RESOURCE_KEY, key.key_id)
-    if len(set(current) | set(tags)) > MAX_TAGS_PER_RESOURCE:
+    try:
+        await service.store.set_tags(RESOURCE_KEY, key.key_id, tags,
+                                     max_tags=MAX_TAGS_PER_RESOURCE)
+    except LimitError:
         raise LimitExceededError(
-            f"A key carries at most {MAX_TAGS_PER_RESOURCE} tags.")
-    await service.store.set_tags(RESOURCE_KEY, key.key_id, tags)
+            f"A key carries at most {MAX_TAGS_PER_RESOURCE} tags.") from None
     return key
 
 

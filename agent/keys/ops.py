@@ -25,6 +25,7 @@ PAGE_NUMBER = Param("PageNumber", INT, low=1, high=2**31)
 PAGE_SIZE = Param("PageSize", INT, low=1, high=100)
 KEY_SPECS = ("Aliyun_AES_256", "Aliyun_AES_192", "Aliyun_AES_128", "Aliyun_SM4",
              "RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P256K", "EC_SM2")
+MAX_FILTER_VALUES = 100
 FILTER_FIELDS = {
     "KeyState": "key_state", "KeySpec": "key_spec", "KeyUsage": "key_usage",
     "ProtectionLevel": "protection_level", "CreatorType": "creator_type",
@@ -147,6 +148,10 @@ def _key_filter(filters: list[Any]) -> KeyFilter:
                 f"maps, with Key one of {', '.join(sorted(FILTER_FIELDS))}.")
         field = FILTER_FIELDS[entry["Key"]]
         fields[field] = fields.get(field, ()) + tuple(entry["Values"])
+        if len(fields[field]) > MAX_FILTER_VALUES:
+            raise InvalidParameterError(
+                f"Filters take at most {MAX_FILTER_VALUES} values for "
+                f"{entry['Key']}.")
     return KeyFilter(**fields)
 
 
@@ -233,11 +238,14 @@ async def list_aliases(services: Any, ctx: RequestContext, values: dict) -> dict
         key_id = key.key_id
     number, size, offset = _page(values)
     found, total = await service.store.list_aliases(key_id, offset, size)
-    entries = [{
-        "AliasName": a.alias_name, "KeyId": a.key_id,
-        "AliasArn": f"acs:kms:{service.region}:{service.default_keystore}:"
-                    f"{a.alias_name}",
-    } for a in found]
+    entries = []
+    for alias in found:
+        key = await service.store.get_key(alias.key_id)
+        keystore = key.keystore if key else service.default_keystore
+        entries.append({
+            "AliasName": alias.alias_name, "KeyId": alias.key_id,
+            "AliasArn": f"acs:kms:{service.region}:{keystore}:{alias.alias_name}",
+        })
     return {"Aliases": {"Alias": entries}, "PageNumber": number, "PageSize": size,
             "TotalCount": total}
 

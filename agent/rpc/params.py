@@ -77,8 +77,10 @@ def _convert(param: Param, value: Any) -> Any:
     if kind in (MAP, LIST) and isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
-            raise _invalid(param, "is not valid JSON") from None
+            # JSON escapes can spell lone surrogates, which no store accepts.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            raise _invalid(param, "is not valid JSON text") from None
     if kind == BOOL and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     expected = {
@@ -96,13 +98,19 @@ _KIND_NAMES = {
 }
 
 
+_UNITS = {
+    STR: " characters long", BYTES: " bytes long", PLAINTEXT: " bytes long", INT: "",
+    MAP: " entries long", LIST: " entries long", BOOL: "",
+}
+
+
 def _check(param: Param, value: Any) -> Any:
     if param.choices and value not in param.choices:
         raise _invalid(param, f"must be one of {', '.join(param.choices)}")
     if param.low is None and param.high is None:
         return value
     measure = value if param.kind == INT else len(value)
-    what = "" if param.kind == INT else " long"
+    what = _UNITS[param.kind]
     if param.low is not None and measure < param.low:
         raise _invalid(param, f"must be at least {param.low}{what}")
     if param.high is not None and measure > param.high:

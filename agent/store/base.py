@@ -28,6 +28,10 @@ class ConflictError(StoreError):
     """A compare-and-swap lost against a concurrent writer."""
 
 
+class LimitError(StoreError):
+    """A write would take a resource past its count limit."""
+
+
 class DuplicateError(StoreError):
     """A unique name (such as an alias) is already taken."""
 
@@ -189,8 +193,13 @@ class Store(SecretStore, AccessStore):
 
     @abc.abstractmethod
     async def set_tags(self, resource_type: str, resource_id: str,
-                       tags: dict[str, str]) -> None:
-        """Add or overwrite tags on a resource."""
+                       tags: dict[str, str], max_tags: int | None = None) -> None:
+        """Add or overwrite tags on a resource.
+
+        Raises:
+            LimitError: the resource would carry more than ``max_tags``
+                tags; checked in the same transaction as the write.
+        """
 
     @abc.abstractmethod
     async def remove_tags(self, resource_type: str, resource_id: str,

@@ -12,13 +12,16 @@ fsync never blocks the event loop. The schema version lives in
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import trio
 
-from agent.store.base import ConflictError, DuplicateError, Store, StoreError
+from agent.store.base import (
+    ConflictError, DuplicateError, LimitError, Store, StoreError,
+)
 from agent.store.sqlite_access import ACCESS_MIGRATION, SqliteAccessMixin
 from agent.store.sqlite_secrets import SECRETS_MIGRATION, SqliteSecretsMixin
 from agent.store.records import (
@@ -146,7 +149,13 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, Store):
 
     def __init__(self, data_dir: Path):
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if data_dir.stat().st_mode & 0o007:
+            raise StoreError(
+                f"data directory {data_dir} is accessible by other users; "
+                f"run chmod o-rwx {data_dir}")
         self.path = data_dir / DATABASE_NAME
+        # SQLite gives the -wal and -shm files the mode of the database.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         self._writer = _connect(self.path, check_same_thread=False)
         migrate(self._writer)
         self._reader = _connect(self.path, check_same_thread=True)
@@ -316,13 +325,20 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, Store):
     # --- tags --------------------------------------------------------------
 
     async def set_tags(self, resource_type: str, resource_id: str,
-                       tags: dict[str, str]) -> None:
+                       tags: dict[str, str], max_tags: int | None = None) -> None:
         def work(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT INTO tags VALUES (?, ?, ?, ?) ON CONFLICT "
                 "(resource_type, resource_id, tag_key) DO UPDATE SET "
                 "tag_value = excluded.tag_value",
                 [(resource_type, resource_id, k, v) for k, v in tags.items()])
+            if max_tags is not None:
+                count = conn.execute(
+                    "SELECT count(*) FROM tags WHERE resource_type = ? "
+                    "AND resource_id = ?", (resource_type, resource_id)).fetchone()[0]
+                if count > max_tags:
+                    raise LimitError(f"{resource_type} {resource_id} would carry "
+                                     f"{count} tags")
 
         await self._write(work)
 

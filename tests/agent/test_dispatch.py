@@ -97,3 +97,13 @@ async def test_json_log_line_per_request():
     assert lines[0]["op"] == "Echo"
     assert lines[0]["code"] == "OK"
     assert lines[0]["peer_uid"] == 1
+
+
+def test_text_log_cannot_be_forged():
+    """Text logs quote values, so a newline in an op name stays on its line."""
+    stream = io.StringIO()
+    setup_logging("info", "text", stream)
+    log(logging.INFO, "request", op="X\n16:45:00 INFO request op=Forged code=OK")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    assert 'op="X\\n16:45:00 INFO request op=Forged code=OK"' in lines[0]

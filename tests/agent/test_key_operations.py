@@ -320,3 +320,50 @@ async def test_pending_import_state_rules(agent):
         await agent.call("EnableKey", KeyId=key_id)
     with pytest.raises(errors.StateModifiedFailedError):
         await agent.call("CancelKeyDeletion", KeyId=key_id)
+
+
+async def test_concurrent_tagging_respects_limit(agent):
+    """Concurrent TagResource calls never leave more than 20 tags."""
+    import trio
+    key_id = await agent.new_key()
+    outcomes = []
+
+    async def tag(batch):
+        tags = [{"TagKey": f"k{batch}-{n}", "TagValue": "v"} for n in range(10)]
+        try:
+            await agent.call("TagResource", KeyId=key_id, Tags=tags)
+            outcomes.append("ok")
+        except errors.LimitExceededError:
+            outcomes.append("limit")
+
+    async with trio.open_nursery() as nursery:
+        for batch in range(4):
+            nursery.start_soon(tag, batch)
+    tags = (await agent.call("ListResourceTags", KeyId=key_id))["Tags"]["Tag"]
+    assert len(tags) == 20
+    assert sorted(outcomes) == ["limit", "limit", "ok", "ok"]
+
+
+@pytest.mark.parametrize("op, params", [
+    ("CreateKey", {"Tags": '[{"TagKey": "k", "TagValue": "\\udc80"}]'}),
+    ("ListKeys", {"Filters": '[{"Key": "KeyState", "Values": ["\\ud800"]}]'}),
+    ("ListKeys", {"Filters": [{"Key": "KeyState", "Values": ["x"] * 101}]}),
+    ("DeleteAlias", {"AliasName": "app"}),
+])
+async def test_malformed_text_parameters(agent, op, params):
+    """Lone surrogates, huge filters and bare alias names get InvalidParameter."""
+    with pytest.raises(errors.InvalidParameterError):
+        await agent.call(op, **params)
+
+
+async def test_alias_arn_names_key_keystore(tmp_path):
+    """ListAliases builds AliasArn from the keystore of the aliased key."""
+    instance = Agent(tmp_path)
+    instance.keys.keystores["soft"] = FakeKeystore("soft")
+    key_id = await instance.new_key(DKMSInstanceId="soft")
+    await instance.call("CreateAlias", AliasName="alias/s", KeyId=key_id)
+    aliases = (await instance.call("ListAliases"))["Aliases"]["Alias"]
+    assert aliases[0]["AliasArn"] == "acs:kms:local:soft:alias/s"
+    described = await instance.call("DescribeKey", KeyId=aliases[0]["AliasArn"])
+    assert described["KeyMetadata"]["KeyId"] == key_id
+    await instance.store.aclose()

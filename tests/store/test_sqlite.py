@@ -177,3 +177,16 @@ def test_kill_nine_keeps_acknowledged_writes(tmp_path):
         "SELECT count(*) FROM key_versions WHERE key_id NOT IN "
         "(SELECT key_id FROM keys)").fetchone()[0]
     assert orphans == 0
+
+
+def test_open_data_dir_refused(tmp_path):
+    """A data directory that other users can enter is refused."""
+    tmp_path.chmod(0o755)
+    with pytest.raises(StoreError, match="accessible by other users"):
+        SqliteStore(tmp_path)
+
+
+def test_database_file_private(tmp_path):
+    """The database file is created readable by its owner only."""
+    SqliteStore(tmp_path)
+    assert os.stat(tmp_path / DATABASE_NAME).st_mode & 0o777 == 0o600
