@@ -128,7 +128,9 @@ create_token() {
 
 create_directories() {
     step "creating $REPO/var/run and $REPO/var/data"
-    # The socket directory lets a socket_group reach the socket; the store
+    # Only the installing user reaches the socket directory. To let a group
+    # use the agent, set socket_group in the config and chgrp this directory
+    # to that group (its mode 0750 then lets the group in). The store
     # directory is for the agent alone.
     install -d -m 0750 "$REPO/var/run" || die "cannot create $REPO/var/run"
     install -d -m 0700 "$REPO/var/data" || die "cannot create $REPO/var/data"
