@@ -46,6 +46,9 @@ SOCKET_ENV = "KMS_AGENT_SOCKET"
 CLIENT_NAME = "kms-agent-python/0.1.0"
 SERVER_NAME = "kms-agent/0.1.0"
 MAX_REQUEST_ID = 2**63 - 1
+# Operation names are short API names; a longer one is refused before it
+# can reach a log line.
+MAX_OPERATION_LENGTH = 128
 MAX_CLIENT_KEY_ID = 128
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 256
@@ -259,7 +262,13 @@ def _describe_unpack_error(exc: Exception) -> str:
 def _field_error(kind: str, field: str, expected: str, value: Any) -> str:
     if value is _MISSING:
         return f"The {kind} field '{field}' is missing."
-    return f"The {kind} field '{field}' must be {expected}, not {_type_name(value)}."
+    if type(value) is int:
+        found = str(value)
+    elif type(value) is str:
+        found = f"a string of {len(value)} characters"
+    else:
+        found = _type_name(value)
+    return f"The {kind} field '{field}' must be {expected}, not {found}."
 
 
 def _is_request_id(value: Any) -> bool:
@@ -531,8 +540,10 @@ class Connection:
                                 request_id)
             return ProtocolError(ParseRequestError(text), 0)
         op = message.get("op", _MISSING)
-        if type(op) is not str or not op:
-            text = _field_error("request", "op", "a non-empty string", op)
+        if type(op) is not str or not 0 < len(op) <= MAX_OPERATION_LENGTH:
+            text = _field_error("request", "op",
+                                f"a string of 1 to {MAX_OPERATION_LENGTH} characters",
+                                op)
             return ProtocolError(ParseRequestError(text), request_id)
         params = message.get("params", _MISSING)
         if type(params) is not dict:
