@@ -231,6 +231,9 @@ async def rotate_if_due(service: KeyService, key_id: str) -> KeyVersionRecord | 
     Returns:
         The new primary version, or None if the key was not due (or is
         gone, or kept changing under concurrent writers).
+    Raises:
+        UnsupportedOriginError, UnsupportedOperationError: a key that
+            cannot rotate has a policy, which the API never sets.
     """
     for _ in range(_ROTATE_ATTEMPTS):
         key = await service.store.get_key(key_id)
