@@ -42,8 +42,10 @@ _SYSTEM_RANDOM = secrets.SystemRandom()
 
 @dataclasses.dataclass(frozen=True)
 class PasswordPolicy:
-    """What GetRandomPassword asks for; ``excluded_types`` names types
-    by their CHARACTER_TYPES key."""
+    """The rules of a GetRandomPassword request.
+
+    ``excluded_types`` names types by their CHARACTER_TYPES key.
+    """
 
     length: int = DEFAULT_PASSWORD_LENGTH
     exclude_characters: str = ""

@@ -1,7 +1,7 @@
 """Key versions: CreateKeyVersion, DescribeKeyVersion, ListKeyVersions.
 
 Every key has one or more versions and one primary version. Encrypt and
-the data key calls use the primary; Decrypt uses the version named in
+the data key calls use the primary. Decrypt uses the version named in
 the blob, so ciphertext keeps decrypting after a rotation, and
 ReEncrypt moves it to the current primary. CreateKeyVersion is a manual
 rotation (see ``rotation``): the new version becomes primary, and a key
@@ -32,12 +32,12 @@ from client.errors import (
 
 MAX_VERSIONS = 50
 # Alibaba Cloud KMS creates versions of asymmetric keys at least 7 days
-# apart. Each such version is a new public key that callers name
-# explicitly, so the spacing keeps key pairs from piling up. A symmetric
-# version is invisible to callers (blobs name their version), and the
-# main reason to rotate one by hand, a suspected exposure, must not wait
-# a week for the last scheduled rotation, so symmetric keys have no
-# spacing; MAX_VERSIONS still bounds them.
+# apart, because each version is a new key pair that callers name
+# explicitly. Symmetric versions are invisible to callers, since blobs
+# name their version. The usual reason to rotate one by hand is a
+# suspected exposure, which should not wait up to a week after the last
+# rotation. So symmetric keys have no spacing, and MAX_VERSIONS still
+# bounds them.
 ASYMMETRIC_VERSION_SPACING = datetime.timedelta(days=7)
 _CREATE_ATTEMPTS = 5
 
@@ -46,8 +46,8 @@ def _check_versionable(key: KeyRecord) -> None:
     states.require_state(key, states.USE)
     if key.origin != ORIGIN_KMS:
         raise UnsupportedOriginError(
-            f"The key {key.key_id} has Origin {key.origin}; the agent cannot "
-            "create versions of imported key material.")
+            f"The key {key.key_id} has Origin {key.origin}, and the agent "
+            "cannot create versions of imported key material.")
     # NOTE: HMAC key specs are recognized by the HMAC prefix, a guess
     # because the reference does not name them.
     if key.key_spec.upper().startswith("HMAC"):
@@ -59,8 +59,8 @@ def _check_limits(key: KeyRecord, versions: list[KeyVersionRecord],
                   now: datetime.datetime) -> None:
     if len(versions) >= MAX_VERSIONS:
         raise LimitExceededError(
-            f"The key {key.key_id} has {len(versions)} versions; a key has at "
-            f"most {MAX_VERSIONS}.")
+            f"The key {key.key_id} has {len(versions)} versions, and a key can "
+            f"have at most {MAX_VERSIONS}.")
     if key.key_spec in SYMMETRIC_KEY_BYTES or not versions:
         return
     newest = parse_time(versions[-1].creation_date)
