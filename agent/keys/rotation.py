@@ -2,13 +2,14 @@
 
 A rotation creates a key version and makes it primary. The new version
 and the key update are stored in one compare-and-swap on the key's
-revision, so when several agents share a store exactly one of them
-rotates a key for each due date; the others see a conflict and reread.
+revision. So when several agents share a store, exactly one of them
+rotates a key for each due date, and the others see a conflict and
+reread the key.
 
 Automatic rotation follows UpdateRotationPolicy: intervals of 7 to 730
 days, given as a number and a unit (``30d``, ``720h``, ``604800s``) and
 reported in seconds (``2592000s``). The next rotation is due one
-interval after the last one (or after key creation); a key is rotated
+interval after the last one, or after key creation. A key is rotated
 once per due date, however late. Asymmetric, HMAC and EXTERNAL keys
 cannot rotate automatically. A policy on a key that is not Enabled is
 kept but shown as Suspended, and the key rotates once it is enabled.
@@ -119,12 +120,12 @@ def check_rotatable(key: KeyRecord) -> None:
     """
     if key.origin != ORIGIN_KMS:
         raise UnsupportedOriginError(
-            f"The key {key.key_id} has Origin {key.origin}; only keys with "
+            f"The key {key.key_id} has Origin {key.origin}, and only keys with "
             f"Origin {ORIGIN_KMS} can rotate automatically.")
     if key.key_spec not in SYMMETRIC_KEY_BYTES:
         raise UnsupportedOperationError(
-            f"The key {key.key_id} has KeySpec {key.key_spec}; only symmetric "
-            "keys can rotate automatically.")
+            f"The key {key.key_id} has KeySpec {key.key_spec}, and only "
+            "symmetric keys can rotate automatically.")
 
 
 def with_policy(key: KeyRecord, seconds: int | None) -> KeyRecord:
