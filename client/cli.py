@@ -43,6 +43,7 @@ BINARY_PARAMS = frozenset({
 INTEGER_PARAMS = frozenset({
     "NumberOfBytes", "Length", "PendingWindowInDays", "PageNumber", "PageSize",
     "PasswordLength", "KeyMaterialExpireUnix", "RecoveryWindowInDays",
+    "TimeoutSeconds", "DataKeyUsageBytes",
 })
 # Free text that is sent exactly as given, even if it looks like JSON or
 # a boolean. Policy documents stay JSON text, as in the cloud API.
