@@ -112,7 +112,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"clients: {settings['client_mode']}",
         "",
         f"{'figure':<26}{'ops/s':>10}{'p50 us':>10}{'p99 us':>10}"
-        f"{'client CPU':>12}{'server CPU':>12}",
+        f"{'client CPU':>12}{'server CPU':>12}{'server us/op':>14}",
     ]
     for figure in FIGURES:
         lines.append(_figure_row(figure, results["figures"][figure.name]))
@@ -132,4 +132,6 @@ def _figure_row(figure: Figure, values: dict[str, float]) -> str:
     for role in ("client", "server"):
         share = values.get(f"{role}_cpu_percent")
         row += f"{share:>11.0f}%" if share is not None else f"{'-':>12}"
+    cost = values.get("server_cpu_us_per_op")
+    row += f"{cost:>14,.0f}" if cost is not None else f"{'-':>14}"
     return row

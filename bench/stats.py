@@ -1,9 +1,10 @@
 """Turn raw samples into figures, and rounds of figures into medians.
 
 A figure is a flat map of metric name to number: ``ops_per_s`` always,
-``p50_us`` and ``p99_us`` for socket loads, and the CPU use of the
-client and server processes in percent of one core. Rounds are combined
-by taking the median of each metric on its own.
+and for socket loads ``p50_us``, ``p99_us`` and the CPU use of the client
+and server processes, both in percent of one core and in microseconds
+per request. Rounds are combined by taking the median of each metric on
+its own.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def load_figure(sample: LoadSample) -> dict[str, float]:
     }
     for role, seconds in sample.cpu_s.items():
         figure[f"{role}_cpu_percent"] = 100 * seconds / sample.window_s
+        figure[f"{role}_cpu_us_per_op"] = 1e6 * seconds / len(ordered)
     return figure
 
 
