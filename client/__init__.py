@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from client.errors import (
     AliasAlreadyExistsError,
     AliasNotFoundError,
+    AuditUnavailableError,
     CallerError,
     ClientKeyExpiredError,
     ClientKeyInvalidError,
@@ -65,6 +66,7 @@ __all__ = [
     "AliasAlreadyExistsError",
     "AliasNotFoundError",
     "AsyncKmsClient",
+    "AuditUnavailableError",
     "CallerError",
     "ClientKeyExpiredError",
     "ClientKeyInvalidError",

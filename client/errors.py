@@ -307,6 +307,22 @@ class RotationFailedError(ServiceError):
     retryable = False
 
 
+class AuditUnavailableError(ServiceError):
+    """The audit trail cannot be written, so the agent refuses changes.
+
+    The reference names no code for this case, so the agent uses its own.
+    The agent writes again as soon as the file can be written, so a later
+    attempt may succeed.
+    """
+
+    code = "AuditUnavailable"
+    http_status = 503
+    default_message = (
+        "The agent cannot write its audit trail, so it refuses changes; "
+        "try again later."
+    )
+
+
 # --- raised by the client library itself, never sent by the agent -----------
 
 
