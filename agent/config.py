@@ -10,10 +10,13 @@ this file; it only names where to read them.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from agent.auth.policy import AccessConfig, implicit_access, parse_access
+from agent.auth.principals import AccessConfigError
 from agent.keystore import KeystoreSettings
 
 if sys.version_info >= (3, 11):
@@ -53,6 +56,10 @@ class AgentConfig:
         default_factory=lambda: SecretsConfig())
     data_key_cache: "DataKeyCacheConfig" = dataclasses.field(
         default_factory=lambda: DataKeyCacheConfig())
+    # Principals and policies, from this file or from agent.policy_file.
+    access: AccessConfig = dataclasses.field(default_factory=implicit_access)
+    # The file this configuration was loaded from, for reloading.
+    path: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +124,7 @@ _AGENT_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "default_keystore": ((str,), "default"),
     "purge_interval": ((int, float), 60),
     "rotation_check_interval": ((int, float), 60),
+    "policy_file": ((str,), None),
 }
 
 _SECRETS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -176,13 +184,34 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(f"configuration file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return parse_config(raw, base_dir=Path(path).resolve().parent)
+    config = parse_config(raw, base_dir=Path(path).resolve().parent)
+    return dataclasses.replace(config, path=Path(path).resolve())
+
+
+def reload_access(path: Path, keystores: set[str]) -> AccessConfig:
+    """Read the configuration at ``path`` again and return its access part.
+
+    The whole file (and the policy file it names) is validated, and every
+    keystore a principal names must be one of ``keystores``, those the
+    running agent opened; other changes need a restart.
+
+    Raises:
+        ConfigError: naming the first problem.
+    """
+    access = load_config(path).access
+    for principal in access.principals.values():
+        missing = sorted((principal.keystores or set()) - keystores)
+        if missing:
+            raise ConfigError(
+                f"principals.{principal.name}.keystores: keystore {missing[0]!r} "
+                "is not open in the running agent; restart it to add keystores")
+    return access
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     """Validate a parsed TOML document; relative paths join ``base_dir``."""
-    _check_unknown(raw, {"agent", "log", "keystores", "secrets", "data_key_cache"},
-                   "")
+    _check_unknown(raw, {"agent", "log", "keystores", "secrets", "data_key_cache",
+                         "principals", "policies"}, "")
     agent = _section(raw, "agent", _AGENT_KEYS)
     log = _section(raw, "log", _LOG_KEYS)
     keystores = _parse_keystores(raw.get("keystores"), base_dir)
@@ -214,7 +243,44 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
             0.01, 86400)),
         secrets=_parse_secrets(raw),
         data_key_cache=_parse_data_key_cache(raw),
+        access=_parse_access(raw, agent["policy_file"], base_dir, set(keystores)),
     )
+
+
+def _parse_access(raw: dict[str, Any], policy_file: str | None, base_dir: Path,
+                  keystores: set[str]) -> AccessConfig:
+    tables, where = raw, ""
+    if policy_file is not None:
+        if "principals" in raw or "policies" in raw:
+            raise ConfigError(
+                "agent.policy_file: set it or [principals] and [policies] in this "
+                "file, not both")
+        path = _path(base_dir, policy_file)
+        tables, where = _read_policy_file(path), f"{path}: "
+    try:
+        return parse_access(tables.get("principals"), tables.get("policies"),
+                            keystores)
+    except AccessConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def _read_policy_file(path: Path) -> dict[str, Any]:
+    # Whoever can write this file can grant themselves any permission.
+    try:
+        with open(path, "rb") as stream:
+            mode = os.fstat(stream.fileno()).st_mode
+            raw = tomllib.load(stream)
+    except OSError as exc:
+        raise ConfigError(f"agent.policy_file: cannot read {path}: "
+                          f"{exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    if mode & 0o022:
+        raise ConfigError(
+            f"agent.policy_file: {path} is writable by group or others; "
+            f"run chmod go-w {path}")
+    _check_unknown(raw, {"principals", "policies"}, f"{path}: ")
+    return raw
 
 
 def _parse_secrets(raw: dict[str, Any]) -> SecretsConfig:

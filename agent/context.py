@@ -15,11 +15,20 @@ import uuid
 
 @dataclasses.dataclass(frozen=True)
 class Peer:
-    """Kernel-reported credentials of the process at the other end."""
+    """Kernel-reported credentials of the process at the other end.
+
+    ``groups`` are the supplementary group ids, or None when the kernel
+    did not report them. ``start_time`` is the process start time from
+    ``/proc/<pid>/stat`` (clock ticks since boot), read when the
+    connection was accepted, so a later look at ``/proc/<pid>`` can tell
+    whether the pid still names the same process.
+    """
 
     uid: int | None
     gid: int | None
     pid: int | None
+    groups: tuple[int, ...] | None = None
+    start_time: int | None = None
 
 
 @dataclasses.dataclass
@@ -30,19 +39,24 @@ class RequestContext:
     operation: str
     peer: Peer
     deadline: float | None = None
-    # The principal the transport authenticated; None until access
-    # control names one.
+    # The principal access control identified; None until it names one.
     principal: str | None = None
+    # The client key the connection proved possession of at handshake.
+    client_key_id: str | None = None
+    # The keystores whose resources this request may see, set by access
+    # control; None means every keystore. List handlers filter by it.
+    keystores: frozenset[str] | None = None
     # Filled by handlers for the request's log line: the key and version
     # the request touched.
     key_id: str | None = None
     key_version_id: str | None = None
 
     @classmethod
-    def new(cls, operation: str, peer: Peer, deadline: float | None = None
-            ) -> "RequestContext":
+    def new(cls, operation: str, peer: Peer, deadline: float | None = None,
+            client_key_id: str | None = None) -> "RequestContext":
         """Create a context with a fresh request id."""
-        return cls(str(uuid.uuid4()), operation, peer, deadline)
+        return cls(str(uuid.uuid4()), operation, peer, deadline,
+                   client_key_id=client_key_id)
 
 
 class Clock:

@@ -4,6 +4,12 @@
 the store, bind the socket, serve, purge due keys and rotate keys in the
 background, and on SIGTERM or SIGINT drain in-flight requests and close
 everything. It logs one line when it is ready and one when it stops.
+
+A keystore that fails to open is logged and replaced by an
+``UnavailableKeystore``, so the others are served and its resources get
+ServiceUnavailableTemporary; the agent refuses to start only when none
+opens. SIGHUP reloads the principals and policies and retries the
+keystores that failed.
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from typing import Any, Callable
 
 import trio
 
+from agent.auth import ops as auth_ops
+from agent.auth.control import AccessControl
+from agent.auth.runtime import build_access, log_access, reload_on_sighup
+from agent.auth.stage import AccessStage
 from agent.config import AgentConfig
 from agent.cache import ops as cache_ops
 from agent.cache.data_keys import DataKeyCache
@@ -24,12 +34,14 @@ from agent.keys import ops as key_ops
 from agent.keys import random_ops, rotation, versions
 from agent.keys.service import KeyService
 from agent.keystore import Keystore, KeystoreUnavailable, open_keystore
+from agent.keystore.unavailable import UnavailableKeystore
 from agent.logs import log
 from agent.rpc.dispatch import Dispatcher, Operation
 from agent.rpc.server import Server, SocketLock, StartupError, bind_socket
 from agent.secrets import lifecycle
 from agent.secrets import ops as secret_ops
 from agent.secrets.service import SecretService
+from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore
 
 
@@ -40,28 +52,52 @@ class Services:
     keys: KeyService
     secrets: SecretService | None = None
     data_keys: DataKeyCache | None = None
+    auth: AccessControl | None = None
 
 
 def all_operations() -> list[Operation]:
     """Return the operation table of every service."""
     return [*key_ops.OPERATIONS, *versions.OPERATIONS, *rotation.OPERATIONS,
-            *random_ops.OPERATIONS, *secret_ops.OPERATIONS, *cache_ops.OPERATIONS]
+            *random_ops.OPERATIONS, *secret_ops.OPERATIONS, *cache_ops.OPERATIONS,
+            *auth_ops.OPERATIONS]
 
 
 async def open_keystores(config: AgentConfig) -> dict[str, Keystore]:
-    """Open every configured keystore, or raise StartupError naming it."""
+    """Open every configured keystore; stand in for those that fail.
+
+    Raises:
+        StartupError: no keystore opened; the message names each error.
+    """
     opened: dict[str, Keystore] = {}
     try:
         for name, settings in config.keystores.items():
-            try:
-                opened[name] = await open_keystore(settings)
-            except (KeystoreUnavailable, OSError, ValueError) as exc:
-                raise StartupError(f"keystore {name}: {exc}") from None
+            opened[name] = await _open_or_stand_in(name, settings)
     except BaseException:
         for keystore in opened.values():
             await keystore.aclose()
         raise
+    failed = [k for k in opened.values() if isinstance(k, UnavailableKeystore)]
+    if len(failed) == len(opened):
+        raise StartupError("; ".join(f"keystore {k.name}: {k.reason}" for k in failed))
     return opened
+
+
+async def _open_or_stand_in(name: str, settings: Any) -> Keystore:
+    try:
+        return await open_keystore(settings)
+    except (KeystoreUnavailable, OSError, ValueError) as exc:
+        log(logging.ERROR, "keystore failed to open; its keys are unavailable",
+            keystore=name, error=str(exc))
+        return UnavailableKeystore(name, str(exc))
+
+
+async def reopen_keystores(config: AgentConfig, keystores: dict[str, Keystore]) -> None:
+    """Try again to open the keystores that failed, in place."""
+    for name, keystore in list(keystores.items()):
+        if isinstance(keystore, UnavailableKeystore):
+            keystores[name] = await _open_or_stand_in(name, config.keystores[name])
+            if not isinstance(keystores[name], UnavailableKeystore):
+                log(logging.INFO, "keystore opened", keystore=name)
 
 
 async def purge_loop(service: KeyService, interval: float) -> None:
@@ -172,7 +208,10 @@ async def run_agent(config: AgentConfig, clock: Clock | None = None,
 
 async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clock,
                  task_status: Any) -> None:
-    store = SqliteStore(config.data_dir)
+    try:
+        store = SqliteStore(config.data_dir)
+    except StoreError as exc:
+        raise StartupError(f"store: {exc}") from None
     try:
         keys = KeyService(store, keystores, config.default_keystore, clock,
                           config.region)
@@ -181,13 +220,19 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
             config.data_key_cache.max_age, config.data_key_cache.max_uses,
             config.data_key_cache.max_bytes, config.data_key_cache.max_entries,
             time.monotonic)
-        dispatcher = Dispatcher(all_operations(), Services(
-            keys=keys, secrets=secrets, data_keys=data_keys))
+        access = build_access(config, store, clock)
+        services = Services(keys=keys, secrets=secrets, data_keys=data_keys,
+                            auth=access)
+        dispatcher = Dispatcher(all_operations(), services,
+                                stages=[AccessStage(access, services)])
         listener = bind_socket(config.socket, config.socket_mode, config.socket_group)
-        server = Server(listener, dispatcher, config.max_frame_bytes)
+        server = Server(listener, dispatcher, config.max_frame_bytes, access)
+        log_access(access.config)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, server, config, nursery.cancel_scope,
                                secrets.notifier.close)
+            nursery.start_soon(reload_on_sighup, access,
+                               lambda: reopen_keystores(config, keystores))
             await nursery.start(server.serve)
             nursery.start_soon(purge_loop, keys, config.purge_interval)
             nursery.start_soon(secret_purge_loop, secrets, config.purge_interval)

@@ -4,9 +4,15 @@ The listener takes an exclusive lock file next to the socket before it
 touches the socket path, so a second agent on the same path fails at
 start, and a stale socket left by a killed agent is removed. The socket
 is created with its final mode (no window with looser bits). Each
-connection reads the peer's uid, gid and pid from the kernel when it is
-accepted, speaks ``client.wire`` and runs its requests concurrently;
-replies go out in completion order, matched by id.
+connection reads the peer's uid, gid, groups and pid from the kernel
+when it is accepted, speaks ``client.wire`` and runs its requests
+concurrently; replies go out in completion order, matched by id.
+
+With access control, the hello is answered only once the caller is
+identified: by its credentials, or by a client key proven through a
+challenge. A caller that matches no principal, or whose proof fails,
+gets an error reply of id 0 instead of the welcome, and the connection
+closes.
 
 ``drain`` stops accepting and reading, lets in-flight requests finish
 up to a deadline, then cancels what is left.
@@ -26,15 +32,21 @@ from typing import Any
 
 import trio
 
+from agent.auth.control import AccessControl
+from agent.auth.principals import process_groups, process_start_time
 from agent.context import Peer, RequestContext
-from agent.logs import log
+from agent.logs import LOGGER_NAME, log
 from agent.rpc.dispatch import Dispatcher
 from client import wire
-from client.errors import KmsError
+from client.errors import InternalFailureError, KmsError
 
 MAX_IN_FLIGHT_PER_CONNECTION = 128
 READ_CHUNK_BYTES = 65536
+NONCE_BYTES = 32
 _PEERCRED = struct.Struct("3i")
+# SO_PEERGROUPS (Linux 4.13) is missing from the socket module of Python 3.11.
+_SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+_MAX_GROUPS = 65536
 
 
 class StartupError(Exception):
@@ -42,13 +54,48 @@ class StartupError(Exception):
 
 
 def peer_credentials(sock: Any) -> Peer:
-    """Return the kernel's SO_PEERCRED for a connected Unix socket."""
+    """Return the kernel's credentials of the process at the other end.
+
+    uid, gid and pid come from SO_PEERCRED and the supplementary groups
+    from SO_PEERGROUPS, both as they were when the peer connected. Where
+    the kernel lacks SO_PEERGROUPS the groups are read from ``/proc``,
+    and kept only if the pid still has the start time read here.
+    """
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     except OSError:
         return Peer(None, None, None)
     pid, uid, gid = _PEERCRED.unpack(raw)
-    return Peer(uid=uid, gid=gid, pid=pid)
+    start_time = process_start_time(pid)
+    groups = _peer_groups(sock)
+    if groups is None:
+        groups = process_groups(pid, start_time)
+    return Peer(uid=uid, gid=gid, pid=pid, groups=groups, start_time=start_time)
+
+
+def _peer_groups(sock: Any) -> tuple[int, ...] | None:
+    # The kernel fails with ERANGE when the buffer is too small for the
+    # peer's groups, so the buffer grows up to the kernel's maximum.
+    for size in (4 * 64, 4 * 4096, 4 * _MAX_GROUPS):
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, size)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE:
+                continue
+            return None
+        count = len(raw) // 4
+        return struct.unpack(f"{count}I", raw[:count * 4])
+    return None
+
+
+class _Session:
+    """What the handshake established about one connection."""
+
+    def __init__(self, peer: Peer):
+        self.peer = peer
+        self.client_key_id: str | None = None
+        self.offered_key_id: str | None = None
+        self.nonce = b""
 
 
 class SocketLock:
@@ -120,10 +167,11 @@ class Server:
     """Serve the dispatcher on a bound listening socket."""
 
     def __init__(self, listener: socket.socket, dispatcher: Dispatcher,
-                 max_frame_bytes: int):
+                 max_frame_bytes: int, access: AccessControl | None = None):
         self._listener = trio.socket.from_stdlib_socket(listener)
         self._dispatcher = dispatcher
         self._max_frame = max_frame_bytes
+        self._access = access
         self._read_scopes: set[trio.CancelScope] = set()
         self._accepting = trio.CancelScope()
         self._in_flight = 0
@@ -161,15 +209,16 @@ class Server:
                 scope = trio.CancelScope()
                 self._read_scopes.add(scope)
                 with scope:
-                    await self._read_loop(stream, conn, peer, send_lock, slots,
-                                          requests)
+                    await self._read_loop(stream, conn, _Session(peer), send_lock,
+                                          slots, requests)
                 self._read_scopes.discard(scope)
         finally:
             self.connections -= 1
 
     async def _read_loop(self, stream: trio.SocketStream, conn: wire.Connection,
-                         peer: Peer, send_lock: trio.Lock, slots: trio.Semaphore,
-                         requests: trio.Nursery) -> None:
+                         session: _Session, send_lock: trio.Lock,
+                         slots: trio.Semaphore, requests: trio.Nursery) -> None:
+        peer = session.peer
         while True:
             event = conn.next_event()
             if event is wire.NEED_DATA:
@@ -184,10 +233,12 @@ class Server:
                 await slots.acquire()
                 self._started()
                 requests.start_soon(self._run_request, stream, conn, send_lock,
-                                    slots, peer, event)
-            elif isinstance(event, wire.Hello):
-                await self._send(stream, send_lock, conn.send(wire.Welcome(
-                    wire.PROTOCOL_VERSION, wire.SERVER_NAME, self._max_frame)))
+                                    slots, session, event)
+            elif isinstance(event, (wire.Hello, wire.Proof)):
+                reply = await self._handshake(session, event)
+                await self._send(stream, send_lock, conn.send(reply))
+                if isinstance(reply, wire.Response):
+                    return
             elif isinstance(event, wire.ProtocolError):
                 log(logging.INFO, "protocol error", code=event.error.code,
                     peer_uid=peer.uid, peer_pid=peer.pid,
@@ -196,6 +247,44 @@ class Server:
                     wire.error_response(event.error, event.request_id)))
                 if event.fatal:
                     return
+
+    async def _handshake(self, session: _Session,
+                         event: wire.Hello | wire.Proof) -> wire.Event:
+        # Return the frame that answers a hello or a proof: a challenge,
+        # the welcome, or the error reply that refuses the caller.
+        welcome = wire.Welcome(wire.PROTOCOL_VERSION, wire.SERVER_NAME,
+                               self._max_frame)
+        if self._access is None:
+            return welcome
+        if isinstance(event, wire.Hello) and event.client_key_id is not None:
+            session.offered_key_id = event.client_key_id
+            session.nonce = os.urandom(NONCE_BYTES)
+            return wire.Challenge(session.nonce)
+        try:
+            if isinstance(event, wire.Proof):
+                await self._access.authenticate(
+                    session.peer, session.offered_key_id, session.nonce,
+                    event.signature)
+                session.client_key_id = session.offered_key_id
+            else:
+                self._access.identify(session.peer)
+        except KmsError as error:
+            return self._refuse(session, error)
+        except Exception as exc:
+            logging.getLogger(LOGGER_NAME).exception(
+                "caller identification failed",
+                extra={"fields": {"peer_uid": session.peer.uid}})
+            return self._refuse(session, InternalFailureError(), repr(exc))
+        return welcome
+
+    @staticmethod
+    def _refuse(session: _Session, error: KmsError,
+                detail: str | None = None) -> wire.Response:
+        log(logging.INFO, "caller refused at handshake", code=error.code,
+            peer_uid=session.peer.uid, peer_gid=session.peer.gid,
+            peer_pid=session.peer.pid, client_key_id=session.offered_key_id,
+            detail=detail or error.message)
+        return wire.error_response(error, 0)
 
     def _started(self) -> None:
         self._in_flight += 1
@@ -207,10 +296,11 @@ class Server:
             self._idle.set()
 
     async def _run_request(self, stream: trio.SocketStream, conn: wire.Connection,
-                           send_lock: trio.Lock, slots: trio.Semaphore, peer: Peer,
-                           request: wire.Request) -> None:
+                           send_lock: trio.Lock, slots: trio.Semaphore,
+                           session: _Session, request: wire.Request) -> None:
         try:
-            ctx = RequestContext.new(request.op, peer)
+            ctx = RequestContext.new(request.op, session.peer,
+                                     client_key_id=session.client_key_id)
             try:
                 result = await self._dispatcher.handle(ctx, request.params)
                 response = wire.Response(request.id, result=result)

@@ -1,0 +1,70 @@
+"""Access control in the running daemon: build it, log it, reload it.
+
+``build_access`` makes the ``AccessControl`` the server and the stage
+share, with a loader that rereads the configuration file. SIGHUP and
+the ``ReloadPolicies`` operation both call ``AccessControl.reload``; a
+file that fails to load is refused whole, the old configuration stays,
+and no connection is dropped either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Awaitable, Callable
+
+import trio
+
+from agent.auth.client_keys import ClientKeyService
+from agent.auth.control import AccessControl
+from agent.auth.policy import AccessConfig
+from agent.config import AgentConfig, ConfigError, reload_access
+from agent.context import Clock
+from agent.logs import log
+from agent.store.access import AccessStore
+from client.errors import InvalidConfigurationError
+
+
+def build_access(config: AgentConfig, store: AccessStore, clock: Clock) -> AccessControl:
+    """Return the access control of an agent started from ``config``."""
+    loader = None
+    if config.path is not None:
+        path, keystores = config.path, set(config.keystores)
+
+        def loader() -> AccessConfig:
+            try:
+                return reload_access(path, keystores)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+
+    return AccessControl(config.access, ClientKeyService(store, clock), loader)
+
+
+def log_access(access: AccessConfig, message: str = "access control in force") -> None:
+    """Log a summary of an access configuration, warning about the risky ones."""
+    if access.implicit:
+        log(logging.WARNING,
+            "no [principals] configured: only the agent's own uid and root may "
+            "connect, with every permission", detail=f"uids {os.getuid()} and 0")
+        return
+    log(logging.INFO, message, count=len(access.principals),
+        detail=f"{len(access.grants)} policies")
+    if not access.grants:
+        log(logging.WARNING, "no [policies] configured: every request is refused")
+
+
+async def reload_on_sighup(control: AccessControl,
+                           after: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Reload the access configuration on every SIGHUP, then run ``after``."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            try:
+                access = control.reload()
+            except InvalidConfigurationError as exc:
+                log(logging.ERROR, "configuration reload failed; the previous "
+                    "access configuration stays in force", error=exc.message)
+            else:
+                log_access(access, "access control reloaded")
+            if after is not None:
+                await after()
