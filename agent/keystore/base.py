@@ -32,6 +32,21 @@ SYMMETRIC_KEY_BYTES = {
 GCM_IV_BYTES = 12
 GCM_TAG_BYTES = 16
 
+# Asymmetric key specs: RSA modulus lengths in bits and EC curve names.
+RSA_KEY_BITS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
+EC_CURVE_NAMES = {"EC_P256": "secp256r1", "EC_P256K": "secp256k1"}
+SM2_SPEC = "EC_SM2"
+ASYMMETRIC_SPECS = (*RSA_KEY_BITS, *EC_CURVE_NAMES, SM2_SPEC)
+
+# HMAC key specs and their key lengths in bytes, the length of the hash
+# output (SoftHSM2 2.6.1 refuses shorter keys for SHA-384 and SHA-512).
+HMAC_KEY_BYTES = {
+    "HMAC_SHA_256": 32,
+    "HMAC_SHA_384": 48,
+    "HMAC_SHA_512": 64,
+    "HMAC_SM3": 32,
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class KeyMaterial:
@@ -46,10 +61,16 @@ class KeyMaterial:
     protection_level: str
     wrap_format: int
     wrapped: bytes = dataclasses.field(repr=False)
+    # SubjectPublicKeyInfo DER of an asymmetric version; empty otherwise.
+    public_key: bytes = b""
 
 
 class DecryptionFailed(Exception):
     """Authenticated decryption failed; the cause is deliberately absent."""
+
+
+class InvalidImportedMaterial(Exception):
+    """Imported key material failed to unwrap or has the wrong length."""
 
 
 class KeystoreUnavailable(Exception):
@@ -102,6 +123,72 @@ class Keystore(abc.ABC):
     @abc.abstractmethod
     async def random_bytes(self, length: int) -> bytes:
         """Return ``length`` random bytes from the backend's generator."""
+
+    # --- asymmetric, HMAC and imported keys ---------------------------------
+    # A backend without them keeps these defaults, which raise ValueError.
+
+    def supports_spec(self, key_spec: str, protection_level: str) -> bool:
+        """Return whether this keystore can create keys of any spec."""
+        return self.supports(key_spec, protection_level)
+
+    async def generate_key_pair(self, version_id: str, key_spec: str,
+                                protection_level: str) -> KeyMaterial:
+        """Create a key pair for a version of an asymmetric key.
+
+        Returns:
+            The private key sealed, with ``public_key`` set.
+        Raises:
+            ValueError: the spec or protection level is not supported.
+        """
+        raise ValueError(f"keystore {self.name} has no asymmetric keys")
+
+    async def generate_mac_key(self, version_id: str, key_spec: str,
+                               protection_level: str) -> KeyMaterial:
+        """Create the secret of an HMAC key and return it sealed.
+
+        Raises:
+            ValueError: the spec or protection level is not supported.
+        """
+        raise ValueError(f"keystore {self.name} has no HMAC keys")
+
+    async def sign(self, material: KeyMaterial, algorithm: str,
+                   digest: bytes) -> bytes:
+        """Sign a precomputed digest; the caller checked both for the spec."""
+        raise ValueError(f"keystore {self.name} has no asymmetric keys")
+
+    async def asymmetric_decrypt(self, material: KeyMaterial, algorithm: str,
+                                 ciphertext: bytes) -> bytes:
+        """Decrypt with the private key of ``material``.
+
+        Raises:
+            DecryptionFailed: for any failure to decrypt, whatever the cause.
+        """
+        raise ValueError(f"keystore {self.name} has no asymmetric keys")
+
+    async def mac(self, material: KeyMaterial, message: bytes) -> bytes:
+        """Return the HMAC of ``message`` with the hash of the key spec."""
+        raise ValueError(f"keystore {self.name} has no HMAC keys")
+
+    async def import_material(self, version_id: str, key_spec: str,
+                              protection_level: str, wrapping_key: KeyMaterial,
+                              wrapping_algorithm: str, encrypted: bytes,
+                              check_block: bytes) -> tuple[KeyMaterial, bytes]:
+        """Unwrap imported symmetric key material and seal it.
+
+        ``wrapping_key`` is an RSA_2048 pair from ``generate_key_pair``
+        and ``encrypted`` the material encrypted to it with
+        ``wrapping_algorithm``. The fingerprint is the encryption of the
+        16-byte ``check_block`` under the material (a key check value),
+        so a later import can be compared without keeping the material.
+
+        Returns:
+            ``(sealed material, fingerprint)``.
+        Raises:
+            InvalidImportedMaterial: the material does not unwrap or has
+                the wrong length for ``key_spec``.
+            ValueError: the spec or protection level is not supported.
+        """
+        raise ValueError(f"keystore {self.name} cannot import key material")
 
     @abc.abstractmethod
     def status(self) -> dict:

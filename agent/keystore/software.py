@@ -35,6 +35,7 @@ from agent.keystore.base import (
     Keystore,
     KeystoreUnavailable,
 )
+from agent.keystore.software_asymmetric import SoftwareAsymmetricMixin
 
 # Largest payload that runs on the calling thread when inline_crypto is on.
 INLINE_MAX_BYTES = 64 * 1024
@@ -259,7 +260,7 @@ class MaterialCache:
             self._keys.clear()
 
 
-class SoftwareKeystore(Keystore):
+class SoftwareKeystore(SoftwareAsymmetricMixin, Keystore):
     """SOFTWARE-protected keys sealed under a domain key kept in a file."""
 
     def __init__(self, name: str, domain_key: SoftwareKey, offload: Offload,
