@@ -51,6 +51,18 @@ class RequestContext:
     key_id: str | None = None
     key_version_id: str | None = None
 
+    def keystore_scope(self, requested: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+        """Return the keystores a listing may show, given a requested filter.
+
+        An empty result means no keystore filter. None means the caller
+        may see none of the requested keystores, so the listing is empty.
+        """
+        if self.keystores is None:
+            return requested
+        allowed = sorted(self.keystores if not requested
+                         else self.keystores.intersection(requested))
+        return tuple(allowed) or None
+
     @classmethod
     def new(cls, operation: str, peer: Peer, deadline: float | None = None,
             client_key_id: str | None = None) -> "RequestContext":

@@ -7,6 +7,7 @@ Lists use the API's wrappers, such as ``Keys.Key[]`` and ``Aliases.Alias[]``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from agent.cache import data_keys
@@ -30,7 +31,7 @@ FILTER_FIELDS = {
     "KeyState": "key_state", "KeySpec": "key_spec", "KeyUsage": "key_usage",
     "ProtectionLevel": "protection_level", "CreatorType": "creator_type",
     "KeyId": "key_id", "keyId": "key_id", "AliasName": "alias_name",
-    "TagKey": "tag_key", "TagValue": "tag_value",
+    "TagKey": "tag_key", "TagValue": "tag_value", "DKMSInstanceId": "keystore",
 }
 
 
@@ -127,8 +128,14 @@ async def describe_key(services: Any, ctx: RequestContext, values: dict) -> dict
 async def list_keys(services: Any, ctx: RequestContext, values: dict) -> dict:
     service = _keys(services)
     number, size, offset = _page(values)
+    where = _key_filter(values.get("Filters", []))
+    # Access control limits the caller to the keystores it is bound to.
+    keystores = ctx.keystore_scope(where.keystore)
+    if keystores is None:
+        return {"Keys": {"Key": []}, "PageNumber": number, "PageSize": size,
+                "TotalCount": 0}
     keys, total = await service.store.list_keys(
-        _key_filter(values.get("Filters", [])), offset, size)
+        dataclasses.replace(where, keystore=keystores), offset, size)
     entries = [{"KeyId": k.key_id, "KeyArn": service.arn(k)} for k in keys]
     return {"Keys": {"Key": entries}, "PageNumber": number, "PageSize": size,
             "TotalCount": total}
@@ -237,7 +244,11 @@ async def list_aliases(services: Any, ctx: RequestContext, values: dict) -> dict
         _note(ctx, key)
         key_id = key.key_id
     number, size, offset = _page(values)
-    found, total = await service.store.list_aliases(key_id, offset, size)
+    keystores = ctx.keystore_scope()
+    found, total = [], 0
+    if keystores is not None:
+        found, total = await service.store.list_aliases(key_id, offset, size,
+                                                        keystores)
     entries = []
     for alias in found:
         key = await service.store.get_key(alias.key_id)

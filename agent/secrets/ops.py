@@ -11,6 +11,7 @@ poll WaitSecretChange. Errors name secrets and versions, never values.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from agent.context import RequestContext
@@ -198,8 +199,13 @@ async def describe_secret(services: Any, ctx: RequestContext, values: dict) -> d
 async def list_secrets(services: Any, ctx: RequestContext, values: dict) -> dict:
     service = _secrets(services)
     number, size, offset = _page(values)
-    found, total = await service.store.list_secrets(
-        _secret_filter(values.get("Filters", [])), offset, size)
+    where = _secret_filter(values.get("Filters", []))
+    # Access control limits the caller to the keystores it is bound to.
+    keystores = ctx.keystore_scope(where.keystore)
+    found, total = [], 0
+    if keystores is not None:
+        found, total = await service.store.list_secrets(
+            dataclasses.replace(where, keystore=keystores), offset, size)
     entries = []
     for secret in found:
         entry = {"SecretName": secret.secret_name, "SecretType": secret.secret_type,

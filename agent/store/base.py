@@ -187,9 +187,13 @@ class Store(SecretStore, AccessStore):
         """Return the alias or None."""
 
     @abc.abstractmethod
-    async def list_aliases(self, key_id: str | None, offset: int,
-                           limit: int) -> tuple[list[AliasRecord], int]:
-        """Return one page of aliases (of one key, or all) and the total."""
+    async def list_aliases(self, key_id: str | None, offset: int, limit: int,
+                           keystores: tuple[str, ...] = ()
+                           ) -> tuple[list[AliasRecord], int]:
+        """Return one page of aliases (of one key, or all) and the total.
+
+        With ``keystores``, only aliases of keys in those keystores count.
+        """
 
     @abc.abstractmethod
     async def set_tags(self, resource_type: str, resource_id: str,

@@ -91,6 +91,7 @@ class KeyFilter:
     alias_name: tuple[str, ...] = ()
     tag_key: tuple[str, ...] = ()
     tag_value: tuple[str, ...] = ()
+    keystore: tuple[str, ...] = ()
 
 
 # Secret stages that the Secrets Manager moves by itself.

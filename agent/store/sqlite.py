@@ -312,9 +312,15 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, Store):
         rows = self._read("SELECT * FROM aliases WHERE alias_name = ?", (alias_name,))
         return AliasRecord(*rows[0]) if rows else None
 
-    async def list_aliases(self, key_id: str | None, offset: int,
-                           limit: int) -> tuple[list[AliasRecord], int]:
+    async def list_aliases(self, key_id: str | None, offset: int, limit: int,
+                           keystores: tuple[str, ...] = ()
+                           ) -> tuple[list[AliasRecord], int]:
         condition, args = ("key_id = ?", (key_id,)) if key_id else ("1", ())
+        if keystores:
+            marks = ", ".join("?" for _ in keystores)
+            condition += (f" AND key_id IN (SELECT key_id FROM keys "
+                          f"WHERE keystore IN ({marks}))")
+            args = (*args, *keystores)
         total = self._read(f"SELECT count(*) FROM aliases WHERE {condition}", args)
         rows = self._read(
             f"SELECT * FROM aliases WHERE {condition} "
@@ -394,6 +400,7 @@ _FILTER_COLUMNS = {
     "key_usage": "key_usage",
     "protection_level": "protection_level",
     "key_id": "key_id",
+    "keystore": "keystore",
 }
 
 
