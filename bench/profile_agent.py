@@ -3,8 +3,9 @@
 It starts ``kms-agent --dev`` (or, with ``--target echo``, the echo
 floor) in a temporary directory and drives one operation from
 closed-loop clients. Meanwhile py-spy (``pip install py-spy``, which
-needs ptrace rights on the server) samples the server. Each
-on-CPU sample is put in one category by the rules in ``categorize``, and
+needs ptrace rights on the server) samples the server, by default only
+while its thread holds the GIL. Each sample is put in one category by
+the rules in ``categorize``, and
 the table shows each category's share of the samples and the CPU time it
 costs per request: that share of the server's CPU seconds in the
 measured window, divided by the requests completed in it.
@@ -126,6 +127,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of sampling (default 10)")
     parser.add_argument("--rate", type=int, default=250,
                         help="samples per second (default 250)")
+    parser.add_argument("--all-samples", action="store_true",
+                        help="also count samples taken while the thread does "
+                             "not hold the GIL (syscalls, and waits for a CPU)")
     parser.add_argument("--py-spy-option", action="append", default=[],
                         metavar="OPTION",
                         help="pass OPTION to py-spy record, e.g. --native; repeatable")
@@ -145,6 +149,23 @@ def _params(operation: str, client: KmsClient) -> dict:
     return {"KeyId": key_id, "Plaintext": floors.PLAINTEXT}
 
 
+def _sampler_command(py_spy: str, args: argparse.Namespace, pid: int,
+                     raw_path: Path) -> list[str]:
+    options = list(args.py_spy_option)
+    # Native stacks need py-spy to pause the server for each sample.
+    if "--native" not in options:
+        options.append("--nonblocking")
+    # Without --gil, py-spy also counts a thread that is runnable but
+    # waiting for a CPU, which on a busy machine inflates the category
+    # that was running when the server was preempted.
+    if not args.all_samples:
+        options.append("--gil")
+    return [py_spy, "record", "--pid", str(pid),
+            "--duration", str(max(1, round(args.seconds))),
+            "--rate", str(args.rate), "--format", "raw",
+            "--output", str(raw_path), *options]
+
+
 def profile(args: argparse.Namespace, directory: Path,
             cleanup: contextlib.ExitStack) -> None:
     py_spy = find_py_spy()
@@ -158,13 +179,8 @@ def profile(args: argparse.Namespace, directory: Path,
         cleanup.callback(server.stop)
     work = load.Load(str(server.socket_path), args.operation, params, args.clients)
     raw_path = args.raw or directory / "profile.txt"
-    # Native stacks need py-spy to pause the server for each sample.
-    pausing = [] if "--native" in args.py_spy_option else ["--nonblocking"]
     sampler = subprocess.Popen(
-        [py_spy, "record", "--pid", str(server.pid), "--duration",
-         str(max(1, round(args.seconds))), "--rate", str(args.rate),
-         "--format", "raw", "--output", str(raw_path), *pausing,
-         *args.py_spy_option],
+        _sampler_command(py_spy, args, server.pid, raw_path),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     cleanup.callback(sampler.kill)
     sample = load.measure(work, WARMUP_S, args.seconds + ATTACH_SLACK_S, server.pid)
