@@ -56,6 +56,9 @@ class AgentConfig:
         default_factory=lambda: SecretsConfig())
     data_key_cache: "DataKeyCacheConfig" = dataclasses.field(
         default_factory=lambda: DataKeyCacheConfig())
+    audit: "AuditConfig" = dataclasses.field(default_factory=lambda: AuditConfig())
+    quotas: "QuotaConfig" = dataclasses.field(default_factory=lambda: QuotaConfig())
+    limits: "LimitsConfig" = dataclasses.field(default_factory=lambda: LimitsConfig())
     # Principals and policies, from this file or from agent.policy_file.
     access: AccessConfig = dataclasses.field(default_factory=implicit_access)
     # The file this configuration was loaded from, for reloading.
@@ -109,6 +112,56 @@ class DataKeyCacheConfig:
     max_entries: int = 100
 
 
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    """The ``[audit]`` section; ``path`` None means ``<data_dir>/audit.jsonl``.
+
+    ``broken_tail`` is what to do at start with a file whose last lines
+    are damaged: ``refuse`` to start, or ``set_aside`` the file and begin
+    a new one.
+    """
+
+    enabled: bool = True
+    path: Path | None = None
+    fail_closed: bool = True
+    broken_tail: str = "refuse"
+
+
+# Requests per second of each quota bucket; the burst defaults to the rate.
+QUOTA_RATES = {"create": 10, "cryptographic": 750, "cryptographic_asymmetric": 200,
+               "read": 20, "write": 10}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaConfig:
+    """The ``[quotas]`` section: bucket name to (requests per second, burst).
+
+    A rate of 0 turns the limit of that bucket off.
+    """
+
+    enabled: bool = True
+    rates: dict[str, tuple[float, float]] = dataclasses.field(
+        default_factory=lambda: {name: (float(rate), float(rate))
+                                 for name, rate in QUOTA_RATES.items()})
+    max_callers: int = 10000
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitsConfig:
+    """The ``[limits]`` section: resource counts per keystore, versions per key.
+
+    Alibaba Cloud KMS allows 200 keys and 300 aliases per region (2021
+    documentation). Those are account quotas of a shared service; in the
+    agent a key costs one database row, not an HSM object, so the
+    defaults only keep the store and its list calls bounded.
+    """
+
+    keys: int = 100000
+    aliases: int = 100000
+    versions: int = 50
+    secrets: int = 100000
+
+
 # Each section maps a key to (expected types, default). A default of
 # _REQUIRED makes the key mandatory.
 _REQUIRED = object()
@@ -150,6 +203,24 @@ _DATA_KEY_CACHE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "max_uses": ((int,), 100),
     "max_bytes": ((int,), 2**30),
     "max_entries": ((int,), 100),
+}
+
+_AUDIT_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "enabled": ((bool,), True),
+    "path": ((str,), None),
+    "fail_closed": ((bool,), True),
+    "broken_tail": ((str,), "refuse"),
+}
+
+_QUOTAS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "enabled": ((bool,), True),
+    "max_callers": ((int,), 10000),
+    **{f"{name}_{part}": ((int, float), rate) for name, rate in QUOTA_RATES.items()
+       for part in ("rate", "burst")},
+}
+
+_LIMITS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    field.name: ((int,), field.default) for field in dataclasses.fields(LimitsConfig)
 }
 
 _LOG_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -211,7 +282,7 @@ def reload_access(path: Path, keystores: set[str]) -> AccessConfig:
 def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     """Validate a parsed TOML document; relative paths join ``base_dir``."""
     _check_unknown(raw, {"agent", "log", "keystores", "secrets", "data_key_cache",
-                         "principals", "policies"}, "")
+                         "principals", "policies", "audit", "quotas", "limits"}, "")
     agent = _section(raw, "agent", _AGENT_KEYS)
     log = _section(raw, "log", _LOG_KEYS)
     keystores = _parse_keystores(raw.get("keystores"), base_dir)
@@ -243,6 +314,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
             0.01, 86400)),
         secrets=_parse_secrets(raw),
         data_key_cache=_parse_data_key_cache(raw),
+        audit=_parse_audit(raw, base_dir),
+        quotas=_parse_quotas(raw),
+        limits=_parse_limits(raw),
         access=_parse_access(raw, agent["policy_file"], base_dir, set(keystores)),
     )
 
@@ -329,6 +403,36 @@ def _parse_data_key_cache(raw: dict[str, Any]) -> DataKeyCacheConfig:
                               max_uses=values["max_uses"],
                               max_bytes=values["max_bytes"],
                               max_entries=values["max_entries"])
+
+
+def _parse_audit(raw: dict[str, Any], base_dir: Path) -> AuditConfig:
+    values = _section(raw, "audit", _AUDIT_KEYS)
+    _check_choice("audit.broken_tail", values["broken_tail"], ("refuse", "set_aside"))
+    if values["path"] is not None:
+        values["path"] = _path(base_dir, values["path"])
+    return AuditConfig(**values)
+
+
+def _parse_quotas(raw: dict[str, Any]) -> QuotaConfig:
+    values = _section(raw, "quotas", _QUOTAS_KEYS)
+    given = raw.get("quotas", {})
+    _in_range("quotas.max_callers", values["max_callers"], 1, 10**7)
+    rates = {}
+    for name in QUOTA_RATES:
+        rate = _in_range(f"quotas.{name}_rate", values[f"{name}_rate"], 0, 10**6)
+        # An unset burst follows the rate, so setting only a rate works.
+        burst_key = f"{name}_burst"
+        burst = values[burst_key] if burst_key in given else max(rate, 1)
+        _in_range(f"quotas.{burst_key}", burst, 1, 10**7)
+        rates[name] = (float(rate), float(burst))
+    return QuotaConfig(values["enabled"], rates, values["max_callers"])
+
+
+def _parse_limits(raw: dict[str, Any]) -> LimitsConfig:
+    values = _section(raw, "limits", _LIMITS_KEYS)
+    for name, value in values.items():
+        _in_range(f"limits.{name}", value, 1, 10**9)
+    return LimitsConfig(**values)
 
 
 def _parse_keystores(raw: Any, base_dir: Path) -> dict[str, KeystoreSettings]:
