@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 
 from agent.store.access import AccessStore
+from agent.store.imports import ImportStore
 from agent.store.records import (
     AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord, SecretFilter, SecretRecord,
     SecretVersionRecord,
@@ -117,7 +118,7 @@ class SecretStore(abc.ABC):
         excluding secrets in their recovery window."""
 
 
-class Store(SecretStore, AccessStore):
+class Store(SecretStore, AccessStore, ImportStore):
     """Keys, key versions, aliases and tags of every keystore, and secrets."""
 
     @abc.abstractmethod

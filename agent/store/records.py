@@ -66,6 +66,8 @@ class KeyVersionRecord:
     protection_level: str
     wrap_format: int
     wrapped: bytes = dataclasses.field(repr=False)
+    # SubjectPublicKeyInfo DER of an asymmetric version; empty otherwise.
+    public_key: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True)

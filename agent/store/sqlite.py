@@ -23,6 +23,7 @@ from agent.store.base import (
     ConflictError, DuplicateError, LimitError, Store, StoreError,
 )
 from agent.store.sqlite_access import ACCESS_MIGRATION, SqliteAccessMixin
+from agent.store.sqlite_imports import IMPORTS_MIGRATION, SqliteImportsMixin
 from agent.store.sqlite_secrets import SECRETS_MIGRATION, SqliteSecretsMixin
 from agent.store.records import (
     ENABLED, PENDING_DELETION, AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord,
@@ -90,6 +91,8 @@ MIGRATIONS: list[str] = [
     SECRETS_MIGRATION,
     # 3: client keys and resource policies.
     ACCESS_MIGRATION,
+    # 4: public keys of versions, import tokens, imported material.
+    IMPORTS_MIGRATION,
 ]
 
 _KEY_FIELDS = [f.name for f in dataclasses.fields(KeyRecord)]
@@ -105,6 +108,7 @@ def _key_from_row(row: sqlite3.Row) -> KeyRecord:
 def _version_from_row(row: sqlite3.Row) -> KeyVersionRecord:
     values = {name: row[name] for name in _VERSION_FIELDS}
     values["wrapped"] = bytes(values["wrapped"])
+    values["public_key"] = bytes(values["public_key"])
     return KeyVersionRecord(**values)
 
 
@@ -144,7 +148,8 @@ def migrate(conn: sqlite3.Connection) -> int:
     return len(MIGRATIONS)
 
 
-class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, Store):
+class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
+                  Store):
     """A ``Store`` on one SQLite file; see the module docstring."""
 
     def __init__(self, data_dir: Path):
