@@ -136,6 +136,26 @@ class InvalidCiphertextError(CallerError):
     )
 
 
+class InvalidKeyMaterialError(CallerError):
+    """Imported key material does not unwrap, has the wrong length, or
+    differs from the material imported into the key before."""
+
+    code = "InvalidKeyMaterial"
+    default_message = "The key material is invalid."
+
+
+class InvalidImportTokenError(CallerError):
+    """The import token is unknown, used already or issued for another key."""
+
+    code = "InvalidImportToken"
+    default_message = "The import token is invalid."
+
+
+class ExpiredImportTokenError(CallerError):
+    code = "ExpiredImportToken"
+    default_message = "The import token has expired."
+
+
 class RequestTooLargeError(CallerError):
     code = "RequestEntityTooLarge"
     http_status = 413
