@@ -25,7 +25,8 @@ CONTEXT = Param("EncryptionContext", MAP)
 PAGE_NUMBER = Param("PageNumber", INT, low=1, high=2**31)
 PAGE_SIZE = Param("PageSize", INT, low=1, high=100)
 KEY_SPECS = ("Aliyun_AES_256", "Aliyun_AES_192", "Aliyun_AES_128", "Aliyun_SM4",
-             "RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P256K", "EC_SM2")
+             "RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P256K", "EC_SM2",
+             "HMAC_SHA_256", "HMAC_SHA_384", "HMAC_SHA_512", "HMAC_SM3")
 MAX_FILTER_VALUES = 100
 FILTER_FIELDS = {
     "KeyState": "key_state", "KeySpec": "key_spec", "KeyUsage": "key_usage",
@@ -295,7 +296,8 @@ def _op(name: str, handler, group: str, *params: Param) -> Operation:
 
 OPERATIONS = [
     _op("CreateKey", create_key, CREATE,
-        Param("KeySpec", choices=KEY_SPECS), Param("KeyUsage"), Param("Origin"),
+        Param("KeySpec", choices=KEY_SPECS), Param("KeyUsage", high=32),
+        Param("Origin", high=32),
         Param("ProtectionLevel"), Param("Description", high=8192),
         Param("Tags", LIST, high=20), Param("DKMSInstanceId", high=64),
         Param("EnableAutomaticRotation", BOOL), Param("RotationInterval", high=32)),

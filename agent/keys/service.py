@@ -16,12 +16,13 @@ import uuid
 from typing import Callable
 
 from agent.context import Clock
-from agent.keys import rotation, states
+from agent.keys import rotation, specs, states
 from agent.keys.blob import (
     FORMAT_DATA_KEY, FORMAT_PLAINTEXT, blob_header, canonical_context, parse_blob,
 )
 from agent.keystore.base import (
-    HSM, SOFTWARE, SYMMETRIC_KEY_BYTES, DecryptionFailed, KeyMaterial, Keystore,
+    ASYMMETRIC_SPECS, HMAC_KEY_BYTES, HSM, SOFTWARE, SYMMETRIC_KEY_BYTES,
+    DecryptionFailed, KeyMaterial, Keystore,
 )
 from agent.store.base import ConflictError, Store
 from agent.store.records import (
@@ -31,12 +32,13 @@ from agent.store.records import (
 from client.errors import (
     DeletionProtectedError, InternalFailureError, InvalidCiphertextError,
     InvalidParameterError, KeyNotFoundError, KeyPendingDeletionError,
-    UnsupportedOperationError, UnsupportedOriginError,
+    KeyPendingImportError, UnsupportedOperationError, UnsupportedOriginError,
     UnsupportedProtectionLevelError,
 )
 
 ENCRYPT_DECRYPT = "ENCRYPT/DECRYPT"
 ORIGIN_KMS = "Aliyun_KMS"
+ORIGIN_EXTERNAL = "EXTERNAL"
 MAX_PLAINTEXT_BYTES = 6144
 DATA_KEY_SPEC_BYTES = {"AES_256": 32, "AES_128": 16}
 _KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -130,27 +132,29 @@ class KeyService:
                          description: str, tags: dict[str, str],
                          keystore_name: str | None, creator: str,
                          rotation_interval: int | None = None) -> KeyRecord:
-        """Create a symmetric key with its first, primary version.
+        """Create a key with its first, primary version.
 
-        With ``rotation_interval`` (seconds) the key rotates automatically.
+        A key with Origin EXTERNAL starts in PendingImport without a
+        version (see ``byok``). With ``rotation_interval`` (seconds) the
+        key rotates automatically. KeyUsage rules are in ``specs``.
 
         Raises:
             UnsupportedOperationError: the key spec is not available.
+            UnsupportedOriginError: the origin is unknown, or EXTERNAL
+                for a spec whose material cannot be imported.
             UnsupportedProtectionLevelError: the keystore cannot protect
                 that spec at the requested level.
             InvalidParameterError: an unknown keystore or usage.
         """
-        if key_spec not in SYMMETRIC_KEY_BYTES:
-            raise UnsupportedOperationError(
-                f"KeySpec {key_spec} is not supported by this agent; supported: "
-                f"{', '.join(SYMMETRIC_KEY_BYTES)}.")
-        if key_usage not in (None, ENCRYPT_DECRYPT):
-            raise InvalidParameterError(
-                f"KeyUsage {key_usage} is not valid for KeySpec {key_spec}; "
-                f"use {ENCRYPT_DECRYPT}.")
-        if origin != ORIGIN_KMS:
+        usage = specs.key_usage(key_spec, key_usage)
+        if origin not in (ORIGIN_KMS, ORIGIN_EXTERNAL):
             raise UnsupportedOriginError(
-                f"Origin {origin} is not supported by this agent.")
+                f"Origin {origin} is not supported; use {ORIGIN_KMS} or "
+                f"{ORIGIN_EXTERNAL}.")
+        if origin == ORIGIN_EXTERNAL and key_spec not in specs.IMPORTABLE_SPECS:
+            raise UnsupportedOriginError(
+                f"Origin {ORIGIN_EXTERNAL} is available for KeySpec "
+                f"{', '.join(specs.IMPORTABLE_SPECS)} only.")
         name = keystore_name or self.default_keystore
         keystore = self.keystores.get(name)
         if keystore is None:
@@ -159,11 +163,15 @@ class KeyService:
         now = self.now()
         key = KeyRecord(
             key_id=new_key_id(), keystore=name, key_spec=key_spec,
-            key_usage=ENCRYPT_DECRYPT, origin=origin, protection_level=level,
+            key_usage=usage, origin=origin, protection_level=level,
             description=description, creator=creator, creation_date=now,
             state=ENABLED, primary_version_id=None)
         if rotation_interval is not None:
             key = rotation.with_policy(key, rotation_interval)
+        if origin == ORIGIN_EXTERNAL:
+            key = dataclasses.replace(key, state=PENDING_IMPORT)
+            await self.store.insert_key(key, None, tags)
+            return key
         version = await self._new_version(key, keystore, now)
         key = dataclasses.replace(key, primary_version_id=version.version_id)
         await self.store.insert_key(key, version, tags)
@@ -175,11 +183,17 @@ class KeyService:
         # The cloud defaults to SOFTWARE; a local agent exists for its HSM,
         # so the default is HSM wherever the keystore can do it.
         if requested is None:
-            return HSM if keystore.supports(key_spec, HSM) else SOFTWARE
+            if keystore.supports_spec(key_spec, HSM):
+                return HSM
+            if not keystore.supports_spec(key_spec, SOFTWARE):
+                raise UnsupportedOperationError(
+                    f"KeySpec {key_spec} is not available in keystore "
+                    f"{keystore.name}.")
+            return SOFTWARE
         if requested not in (HSM, SOFTWARE):
             raise InvalidParameterError(
                 f"ProtectionLevel {requested} is not valid; use HSM or SOFTWARE.")
-        if not keystore.supports(key_spec, requested):
+        if not keystore.supports_spec(key_spec, requested):
             raise UnsupportedProtectionLevelError(
                 f"ProtectionLevel {requested} is not available for {key_spec} "
                 f"in keystore {keystore.name}.")
@@ -188,12 +202,17 @@ class KeyService:
     async def _new_version(self, key: KeyRecord, keystore: Keystore,
                            now: str) -> KeyVersionRecord:
         version_id = str(uuid.uuid4())
-        material = await keystore.generate(version_id, key.key_spec,
-                                           key.protection_level)
+        generate = keystore.generate
+        if key.key_spec in ASYMMETRIC_SPECS:
+            generate = keystore.generate_key_pair
+        elif key.key_spec in HMAC_KEY_BYTES:
+            generate = keystore.generate_mac_key
+        material = await generate(version_id, key.key_spec, key.protection_level)
         return KeyVersionRecord(
             version_id=version_id, key_id=key.key_id, creation_date=now,
             protection_level=key.protection_level,
-            wrap_format=material.wrap_format, wrapped=material.wrapped)
+            wrap_format=material.wrap_format, wrapped=material.wrapped,
+            public_key=material.public_key)
 
     async def new_version(self, key: KeyRecord) -> KeyVersionRecord:
         """Generate the material of a new version of ``key``; store nothing."""
@@ -282,12 +301,27 @@ class KeyService:
     # --- cryptography ------------------------------------------------------
 
     async def _material(self, key: KeyRecord, version_id: str) -> KeyMaterial:
+        if key.material_expire_time and key.material_expire_time <= self.now():
+            # Expired imported material is unusable at once; the expiry
+            # job in ``byok`` deletes it and moves the key to PendingImport.
+            raise KeyPendingImportError(
+                f"The key material of {key.key_id} expired at "
+                f"{key.material_expire_time}; import it again.")
         version = await self.store.get_version(version_id)
         if version is None or version.key_id != key.key_id:
             raise InternalFailureError()
         return KeyMaterial(version.version_id, key.key_spec,
                            version.protection_level, version.wrap_format,
-                           version.wrapped)
+                           version.wrapped, version.public_key)
+
+    async def material(self, key: KeyRecord, version_id: str) -> KeyMaterial:
+        """Return the material of a version of ``key`` for a cryptographic use.
+
+        Raises:
+            KeyPendingImportError: the key's imported material expired.
+            InternalFailureError: the version is not the key's.
+        """
+        return await self._material(key, version_id)
 
     async def encrypt(self, key_ref: str, plaintext: bytes,
                       context: dict[str, str] | None,
@@ -300,6 +334,7 @@ class KeyService:
         aad_context = canonical_context(context)
         key = await self.resolve(key_ref)
         states.require_state(key, states.USE)
+        specs.require_symmetric(key, "Encrypt")
         if key.primary_version_id is None:
             raise InternalFailureError()
         material = await self._material(key, key.primary_version_id)
@@ -325,6 +360,8 @@ class KeyService:
         key = await self.store.get_key(version.key_id)
         if key is None:
             raise _opaque_failure("key of the version is gone")
+        if key.key_spec not in SYMMETRIC_KEY_BYTES:
+            raise _opaque_failure("the version is not of a symmetric key")
         states.require_state(key, states.USE)
         material = await self._material(key, version.version_id)
         try:
@@ -355,6 +392,7 @@ class KeyService:
             number_of_bytes = DATA_KEY_SPEC_BYTES.get(key_spec or "AES_256", 32)
         key = await self.resolve(key_ref)
         states.require_state(key, states.USE)
+        specs.require_symmetric(key, "GenerateDataKey")
         data_key = await self.keystore_of(key).random_bytes(number_of_bytes)
         result = await self.encrypt(key.key_id, data_key, context, FORMAT_DATA_KEY)
         return dataclasses.replace(result, plaintext=data_key)
