@@ -203,7 +203,7 @@ def _print_table(args: argparse.Namespace, sample, counts, total: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Profile the agent and print the table; return the exit status."""
+    """Profile the server under load, print the table; return the exit status."""
     args = parse_args(argv)
     with contextlib.ExitStack() as cleanup:
         directory = Path(cleanup.enter_context(
