@@ -163,9 +163,6 @@ RULES: dict[str, Rule] = {
     "GetCallerIdentity": Rule(frozenset(), ()),
 }
 
-# Operations not in RULES need administrator on the agent itself.
-UNMAPPED = Rule(ADMIN, (Target(AGENT_ITSELF),))
-
 
 def key_policy_actions() -> frozenset[str]:
     """Return every action a key or secret policy may name."""
