@@ -1,4 +1,10 @@
-"""The servers under test as child processes: the dev agent and the echo floor.
+"""The servers under test as child processes: the agent and the echo floor.
+
+The agent runs on a configuration file with the settings of
+``kms-agent --dev`` (its own SoftHSM2 token, log level info) except the
+request quotas. Their default of 750 cryptographic requests per second
+per caller would throttle the load, so every bucket gets the maximum
+rate the configuration accepts. The quota stage still runs.
 
 Each child runs in its own session, so a Ctrl-C at the terminal reaches
 the benchmark only, which then stops its children itself. Linux also
@@ -17,16 +23,47 @@ import sys
 import time
 from pathlib import Path
 
+from agent.keystore import softhsm
 from client import KmsClient
 from client.errors import KmsError, ReadTimeoutError, ServerUnreachableError
 
-# The dev agent creates a SoftHSM2 token before it listens, which takes a
-# few seconds on a busy machine.
+# The agent logs in to its token and opens its store before it listens,
+# which can take seconds on a busy machine.
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 
 _REPO = Path(__file__).resolve().parents[1]
 _PR_SET_PDEATHSIG = 1
+
+AGENT_TOKEN_LABEL = "kms-bench-agent"
+# The maximum rate and burst agent.config accepts for a quota bucket.
+QUOTA_RATE = 10**6
+QUOTA_BURST = 10**7
+QUOTA_BUCKETS = ("create", "cryptographic", "cryptographic_asymmetric", "read",
+                 "write")
+
+_AGENT_CONFIG = """\
+# Written by bench/processes.py: dev mode's settings without quota limits.
+[agent]
+socket = "agent.sock"
+data_dir = "data"
+socket_mode = "0600"
+purge_interval = 5
+
+[log]
+level = "info"
+format = "json"
+
+[quotas]
+{quotas}
+
+[keystores.default]
+type = "pkcs11"
+module = "{module}"
+token_label = "{label}"
+pin_file = "{pin_file}"
+softhsm2_conf = "{conf}"
+"""
 
 
 class ServerStartError(RuntimeError):
@@ -67,15 +104,33 @@ class ServerProcess:
 
 
 def start_agent(directory: Path) -> ServerProcess:
-    """Start ``kms-agent --dev DIRECTORY/agent`` and wait until it responds.
+    """Start an agent on DIRECTORY/agent/agent.sock and wait until it responds.
 
     Raises:
+        TokenSetupError: the agent's SoftHSM2 token could not be created.
         ServerStartError: the agent exited or did not respond in time.
     """
-    dev_dir = directory / "agent"
-    command = [sys.executable, "-m", "agent", "--dev", str(dev_dir)]
-    return _start("kms-agent", command, dev_dir / "agent.sock",
+    config = write_agent_config(directory / "agent")
+    command = [sys.executable, "-m", "agent", "--config", str(config)]
+    return _start("kms-agent", command, config.parent / "agent.sock",
                   directory / "agent.log")
+
+
+def write_agent_config(directory: Path) -> Path:
+    """Create a token and the agent's configuration in ``directory``; return it.
+
+    Raises:
+        TokenSetupError: the token could not be created.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = softhsm.init_token(directory / "token", AGENT_TOKEN_LABEL)
+    quotas = "\n".join(f"{bucket}_rate = {QUOTA_RATE}\n{bucket}_burst = {QUOTA_BURST}"
+                       for bucket in QUOTA_BUCKETS)
+    path = directory / "config.toml"
+    path.write_text(_AGENT_CONFIG.format(
+        quotas=quotas, module=softhsm.find_softhsm_module(), label=token.label,
+        pin_file=token.pin_file, conf=token.conf_path), encoding="utf-8")
+    return path
 
 
 def start_echo(directory: Path) -> ServerProcess:

@@ -1,7 +1,7 @@
-"""Profile a dev agent under load: ``python bench/profile_agent.py``.
+"""Profile the agent under load: ``python bench/profile_agent.py``.
 
-It starts ``kms-agent --dev`` (or, with ``--target echo``, the echo
-floor) in a temporary directory and drives one operation from
+It starts the agent as the benchmark suite does (or, with ``--target
+echo``, the echo floor) in a temporary directory and drives one operation from
 closed-loop clients. Meanwhile py-spy (``pip install py-spy``, which
 needs ptrace rights on the server) samples the server, by default only
 while its thread holds the GIL. Each sample is put in one category by
@@ -37,6 +37,7 @@ ATTACH_SLACK_S = 1.0
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _SOCKET_FILES = ("trio/_socket.py", "trio/_highlevel_socket.py")
+_THREAD_FILES = ("trio/_threads.py", "trio/_core/_thread_cache.py")
 _AGENT_RULES = (
     # (file prefix, function prefix, category). The first match wins.
     ("agent/logs.py", "", "logging"),
@@ -47,7 +48,14 @@ _AGENT_RULES = (
     ("agent/context.py", "", "request context (uuid4 request id)"),
     ("agent/store/", "", "SQLite lookups"),
     ("agent/keys/", "", "key service"),
+    ("agent/audit/", "", "audit trail"),
+    ("client/audit.py", "", "audit trail"),
+    ("agent/auth/", "", "access control"),
+    ("agent/quotas.py", "", "quotas"),
     ("client/wire.py", "", "framing and msgpack"),
+    # agent.main calls trio.run, so it is the innermost agent frame only
+    # for code of trio's run loop itself.
+    ("agent/main.py", "", "trio scheduling"),
 )
 
 
@@ -62,30 +70,43 @@ def parse_frame(frame: str) -> tuple[str, str]:
 def categorize(frames: list[tuple[str, str]]) -> str:
     """Return the category of one sampled stack, outermost frame first.
 
-    A sample whose innermost frame is in trio counts as socket I/O when a
-    trio socket call is on the stack, else as trio scheduling. Otherwise
-    the innermost frame of the agent or client package decides, except
-    that a python-pkcs11 frame below the keystore makes it an HSM call.
+    A sample whose innermost frame is in trio counts as a thread hand-off
+    when trio's thread code is on the stack, as socket I/O when a trio
+    socket call is, else as trio scheduling. Otherwise the innermost frame
+    of the agent or client package decides by ``_AGENT_RULES``, and a
+    python-pkcs11 frame below the keystore makes it an HSM call. Agent
+    files that no rule names get a category of their own.
     """
     files = [file for _, file in frames]
     innermost = files[-1] if files else ""
     if innermost.startswith(("trio/", "outcome/", "<attrs", "selectors")):
+        if any(file in _THREAD_FILES for file in files):
+            return "thread hand-off (trio.to_thread)"
         if any(file in _SOCKET_FILES for file in files):
             return "socket I/O"
         return "trio scheduling"
     if innermost.startswith("logging/"):
         return "logging"
     for function, file in reversed(frames):
-        if file.startswith("agent/keystore/"):
-            if any(name.startswith("pkcs11/") for name in files):
-                return "HSM call (python-pkcs11 and SoftHSM2)"
-            return "keystore (Python)"
-        for prefix, function_prefix, category in _AGENT_RULES:
-            if file.startswith(prefix) and function.startswith(function_prefix):
-                return category
-    if any("thread" in file for file in files):
-        return "worker threads (idle pool)"
+        category = _agent_category(function, file, files)
+        if category is not None:
+            return category
+    if any(file in _THREAD_FILES for file in files):
+        return "thread hand-off (trio.to_thread)"
     return "trio scheduling"
+
+
+def _agent_category(function: str, file: str, files: list[str]) -> str | None:
+    if file.startswith("agent/keystore/"):
+        if any(name.startswith("pkcs11/") for name in files):
+            return "HSM call (python-pkcs11 and SoftHSM2)"
+        return "keystore (Python)"
+    for prefix, function_prefix, category in _AGENT_RULES:
+        if file.startswith(prefix) and function.startswith(function_prefix):
+            return category
+    if file.startswith(("agent/", "client/")):
+        return f"other: {file}"
+    return None
 
 
 def summarize(raw_path: Path) -> tuple[collections.Counter, int]:
@@ -113,10 +134,10 @@ def find_py_spy() -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python bench/profile_agent.py",
-        description="Sample a dev agent (or the echo floor) with py-spy under "
+        description="Sample the agent (or the echo floor) with py-spy under "
                     "a closed-loop load and show where its CPU time goes.")
     parser.add_argument("--target", default="agent", choices=("agent", "echo"),
-                        help="the server to sample: the dev agent (default) or "
+                        help="the server to sample: the agent (default) or "
                              "the echo floor, which answers every operation")
     parser.add_argument("--operation", default="Encrypt",
                         choices=("Encrypt", "Decrypt", "GenerateDataKey"),

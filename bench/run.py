@@ -1,6 +1,6 @@
 """Run the kms-agent benchmark suite: ``python bench/run.py [--quick] [--json PATH]``.
 
-One run starts the echo floor and a dev agent as child processes, makes
+One run starts the echo floor and an agent as child processes, makes
 a SoftHSM2 token for the raw HSM floor, then measures every figure in
 ``report.FIGURES`` for several rounds. Each round interleaves the floors
 and the agent, and every other round runs them in reverse order, so
