@@ -343,6 +343,63 @@ class AuditUnavailableError(ServiceError):
     )
 
 
+# --- 400 to 404: the HTTP gateway refused the request's credentials --------
+
+
+class IncompleteSignatureError(CallerError):
+    """A signed request lacks a signature part, or its signature is wrong."""
+
+    code = "IncompleteSignature"
+    default_message = "The request signature is missing, malformed or invalid."
+
+
+class IllegalTimestampError(CallerError):
+    """The signed time of an OpenAPI request is more than 15 minutes off."""
+
+    code = "IllegalTimestamp"
+    default_message = (
+        "The request time must be within 15 minutes of the agent's clock.")
+
+
+class SignatureNonceUsedError(CallerError):
+    """The signature nonce was seen before, so the request is a replay.
+
+    The reference names no code for replays; this is the code Alibaba
+    Cloud's OpenAPI gateway uses for a reused SignatureNonce.
+    """
+
+    code = "SignatureNonceUsed"
+    default_message = "The signature nonce has been used already."
+
+
+class RequestTimeTooSkewedError(CallerError):
+    """The date of a dedicated-instance request is more than 15 minutes off."""
+
+    code = "RequestTimeTooSkewed"
+    default_message = (
+        "The request date must be within 15 minutes of the agent's clock.")
+
+
+class UnauthorizedError(CallerError):
+    """A dedicated-instance request has no valid client key signature."""
+
+    code = "Unauthorized"
+    http_status = 401
+    default_message = "The client key is unknown or the signature is invalid."
+
+
+class UnsupportedHttpMethodError(CallerError):
+    code = "UnsupportedHTTPMethod"
+    http_status = 403
+    default_message = "The HTTP method is not supported; use POST or GET."
+
+
+class InvalidAccessKeyIdError(CallerError):
+    code = "InvalidAccessKeyId.NotFound"
+    http_status = 404
+    default_message = "The AccessKey ID is not found."
+
+
 # --- raised by the client library itself, never sent by the agent -----------
 
 
