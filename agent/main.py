@@ -3,8 +3,9 @@
 ``kms-agent --config PATH`` validates the configuration and serves until
 SIGTERM or SIGINT. ``kms-agent --dev DIR`` creates a throwaway SoftHSM2
 token and store under DIR and serves on ``DIR/agent.sock``: for trying
-the agent and for tests, never for real keys. Exit codes: 0 after a
-clean stop, 2 for a configuration or startup error.
+the agent and for tests, never for real keys. ``kms-agent restore
+BACKUP DATA_DIR`` restores a backup offline (``agent.ops.restore``).
+Exit codes: 0 after a clean stop, 2 for a configuration or startup error.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kms-agent",
         description="A local key management service with the Alibaba Cloud KMS "
-                    "API, on a PKCS#11 HSM.")
+                    "API, on a PKCS#11 HSM.",
+        epilog="kms-agent restore BACKUP DATA_DIR restores a backup made by "
+               "kmsctl backup into a new data directory (see its --help).")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--config", type=Path, metavar="PATH",
                       help="TOML configuration file")
@@ -62,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     from agent.daemon import run_agent
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["restore"]:
+        from agent.ops import restore
+
+        return restore.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.check_config:
