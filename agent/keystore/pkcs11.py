@@ -690,9 +690,12 @@ class Pkcs11Keystore(Keystore):
                                                *args)
             return await self._offload.run(size, self._in_worker, function, args)
         except _UNAVAILABLE_ERRORS as error:
+            # NOTE: nothing reconnects; the keystore stays not ready until
+            # it is closed and opened again.
             self._ready = False
             raise KeystoreUnavailable(
-                f"token {self._label!r} failed: {type(error).__name__}"
+                f"token {self._label!r} failed with {type(error).__name__}; "
+                "reopen the keystore"
             ) from None
 
     def _in_worker(self, function: Callable[..., T], args: tuple) -> T:
