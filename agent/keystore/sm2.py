@@ -29,6 +29,10 @@ DIGEST_BYTES = 32
 DEFAULT_USER_ID = b"1234567812345678"
 # SM2 encrypts at most this much, as Alibaba Cloud KMS allows for SM2PKE.
 MAX_PLAINTEXT_BYTES = 6047
+# NOTE: Alibaba Cloud KMS gives 6,144 bytes as the longest SM2PKE
+# ciphertext, which is the raw 04 || C1 || C3 || C2 form of 6,047 bytes.
+# This agent writes the DER form, which is up to 6,159 bytes long.
+MAX_CIPHERTEXT_BYTES = 6160
 
 # The SM2 curve parameters of GB/T 32918.5.
 _P = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFF
