@@ -26,6 +26,7 @@ from client.errors import (
     ServerUnreachableError,
     error_from_wire,
 )
+from client.retry import RetryPolicy, acall_with_retries, as_policy, mark_not_sent
 from client.sync import MAX_REPLY_FRAME_SIZE, KmsOperations, resolve_socket_path
 from client.wire import (
     CLOSED,
@@ -110,15 +111,22 @@ class AsyncKmsClient(KmsOperations[Awaitable[dict[str, Any]]]):
         client_key: a ``ClientKey`` or the path of a client key file to
             prove at handshake; defaults to ``$KMS_AGENT_CLIENT_KEY``, and
             without either the agent knows the caller by its uid alone.
+        retries: how many times a failed call is sent again, or a
+            ``client.retry.RetryPolicy``; the default 0 turns retrying
+            off. Which errors are retried depends on the operation (see
+            ``client.retry``); by default no retry starts after
+            ``timeout`` seconds.
     """
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, *,
                  timeout: float = 30.0, connect_timeout: float = 5.0,
-                 client_key: ClientKey | str | os.PathLike[str] | None = None):
+                 client_key: ClientKey | str | os.PathLike[str] | None = None,
+                 retries: int | RetryPolicy = 0):
         self.socket_path = resolve_socket_path(socket_path)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.client_key = resolve_client_key(client_key)
+        self.retry_policy = as_policy(retries)
         self._nursery: trio.Nursery | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._link: _Link | None = None
@@ -168,28 +176,44 @@ class AsyncKmsClient(KmsOperations[Awaitable[dict[str, Any]]]):
                 connection broke before the reply.
             ReadTimeoutError: no reply came within ``timeout`` seconds.
             RuntimeError: the client is not open.
+        Each is the error of the last attempt when retries are on.
         """
         if not isinstance(operation, str) or not operation:
             raise InvalidParameterError("The operation name must be a non-empty str.")
-        link = await self._get_link()
+        return await acall_with_retries(
+            self.retry_policy, operation, lambda: self._call_once(operation, params),
+            self.timeout, trio.sleep, trio.current_time, lambda: self._nursery is None)
+
+    async def _call_once(self, operation: str, params: dict[str, Any]
+                         ) -> dict[str, Any]:
+        try:
+            link = await self._get_link()
+        except KmsError as error:
+            raise mark_not_sent(error)
         self._last_request_id += 1
         request = Request(self._last_request_id, operation, params,
                           timeout_ms=int(self.timeout * 1000))
         data = link.connection.send(request)
         waiter = _Waiter()
         link.waiters[request.id] = waiter
+        sent = False
         try:
             with trio.move_on_after(self.timeout):
                 await self._write(link, data)
+                sent = True
                 await waiter.done.wait()
+        except KmsError as error:
+            # A write that failed or was cut short leaves the agent without
+            # a whole request frame, so it did not run the request.
+            raise mark_not_sent(error)
         finally:
             # A reply that comes after this point finds no waiter and is
             # dropped by the reader.
             link.waiters.pop(request.id, None)
         if not waiter.done.is_set():
-            raise ReadTimeoutError(
-                f"The agent did not reply within {self.timeout} seconds."
-            )
+            error = ReadTimeoutError(
+                f"The agent did not reply within {self.timeout} seconds.")
+            raise error if sent else mark_not_sent(error)
         return waiter.result()
 
     async def _get_link(self) -> _Link:

@@ -22,10 +22,12 @@ from client.client_key import ClientKey, resolve_client_key
 from client.errors import (
     InternalFailureError,
     InvalidParameterError,
+    KmsError,
     ReadTimeoutError,
     ServerUnreachableError,
     error_from_wire,
 )
+from client.retry import RetryPolicy, as_policy, call_with_retries, mark_not_sent
 from client.wire import (
     CLOSED,
     DEFAULT_SOCKET_PATH,
@@ -418,15 +420,22 @@ class KmsClient(KmsOperations[dict[str, Any]]):
         client_key: a ``ClientKey`` or the path of a client key file to
             prove at handshake; defaults to ``$KMS_AGENT_CLIENT_KEY``, and
             without either the agent knows the caller by its uid alone.
+        retries: how many times a failed call is sent again, or a
+            ``client.retry.RetryPolicy``; the default 0 turns retrying
+            off. Which errors are retried depends on the operation (see
+            ``client.retry``); by default no retry starts after
+            ``timeout`` seconds.
     """
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, *,
                  timeout: float = 30.0, connect_timeout: float = 5.0,
-                 client_key: ClientKey | str | os.PathLike[str] | None = None):
+                 client_key: ClientKey | str | os.PathLike[str] | None = None,
+                 retries: int | RetryPolicy = 0):
         self.socket_path = resolve_socket_path(socket_path)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.client_key = resolve_client_key(client_key)
+        self.retry_policy = as_policy(retries)
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._connection: Connection | None = None
@@ -458,9 +467,15 @@ class KmsClient(KmsOperations[dict[str, Any]]):
             ServerUnreachableError: the socket cannot be reached or the
                 connection broke before the reply.
             ReadTimeoutError: no reply came within ``timeout`` seconds.
+        Each is the error of the last attempt when retries are on.
         """
         if not isinstance(operation, str) or not operation:
             raise InvalidParameterError("The operation name must be a non-empty str.")
+        return call_with_retries(self.retry_policy, operation,
+                                 lambda: self._call_once(operation, params),
+                                 self.timeout)
+
+    def _call_once(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             response = self._call_locked(operation, params)
         if response.error is not None:
@@ -471,6 +486,16 @@ class KmsClient(KmsOperations[dict[str, Any]]):
         self._last_request_id += 1
         request = Request(self._last_request_id, operation, params,
                           timeout_ms=int(self.timeout * 1000))
+        try:
+            self._deliver(request)
+        except KmsError as error:
+            # A failed connect, handshake or write leaves the agent without
+            # a whole request frame, so it did not run the request.
+            mark_not_sent(error)
+            raise
+        return self._receive_reply(request.id, time.monotonic() + self.timeout)
+
+    def _deliver(self, request: Request) -> None:
         is_new = self._connect_if_needed()
         try:
             self._send(request)
@@ -482,7 +507,6 @@ class KmsClient(KmsOperations[dict[str, Any]]):
             # frame, so the request was not run and one retry is safe.
             self._connect_if_needed()
             self._send(request)
-        return self._receive_reply(request.id, time.monotonic() + self.timeout)
 
     # --- connection -----------------------------------------------------------
 
