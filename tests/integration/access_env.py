@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import itertools
 import json
 import os
 import pickle
@@ -71,11 +72,16 @@ def _run(*command: str) -> None:
     subprocess.run(command, check=True, capture_output=True, text=True)
 
 
+# Each module that imports ``unix_users`` gets its own instance of the
+# fixture, so each instance needs names of its own.
+_INSTANCES = itertools.count()
+
+
 @pytest.fixture(scope="session")
 def unix_users():
     """Create a group and two users for the session, then delete them."""
     require_root()
-    suffix = str(os.getpid())
+    suffix = f"{os.getpid()}-{next(_INSTANCES)}"
     group = f"kmsit-{suffix}"
     names = (f"kmsit-a-{suffix}", f"kmsit-b-{suffix}")
     _run("groupadd", group)
