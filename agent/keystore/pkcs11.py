@@ -42,6 +42,7 @@ from agent.keystore.base import (
     Keystore,
     KeystoreUnavailable,
 )
+from agent.keystore.pkcs11_asymmetric import Pkcs11AsymmetricMixin
 from agent.keystore.software import (
     SEALED_GCM,
     MaterialCache,
@@ -517,7 +518,7 @@ def _random(slot: _Slot, length: int) -> bytes:
     return slot.session.generate_random(length * 8)
 
 
-class Pkcs11Keystore(Keystore):
+class Pkcs11Keystore(Pkcs11AsymmetricMixin, Keystore):
     """Keys sealed under a domain key that lives in a PKCS#11 token.
 
     With ``inline_crypto``, calls on at most 64 KiB run on the calling
