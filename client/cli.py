@@ -3,7 +3,8 @@
 ``kmsctl <Operation> --ParamName value ...`` sends one request, shaped
 like the Alibaba Cloud CLI, and prints the reply as indented JSON with
 bytes as Base64. ``encrypt-file`` and ``decrypt-file`` run the streaming
-envelope format of ``client.envelope``. Values are converted by name and
+envelope format of ``client.envelope``; ``audit verify`` checks the hash
+chain of audit files (``client.audit``). Values are converted by name and
 form, as ``HELP`` describes. Errors go to stderr as a JSON map of Code,
 Message, HttpStatus and RequestId. The exit status is 1 for caller
 errors (HTTP 4xx and bad arguments) and 2 for agent or connection errors.
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn, TextIO
 
-from client import envelope, startup
+from client import audit, envelope, startup
 from client.errors import (
     InvalidParameterError,
     KmsError,
@@ -70,6 +71,7 @@ usage: kmsctl [--socket PATH] [--timeout SECONDS] <Operation> [--ParamName VALUE
        kmsctl [options] decrypt-file [--EncryptionContext JSON] IN OUT
        kmsctl [options] get-secret NAME | exec --env VAR=SECRET ... -- PROGRAM
        kmsctl [options] render TEMPLATE OUTPUT
+       kmsctl audit verify FILE [FILE ...]
 
 Calls one operation of the agent, named as in the Alibaba Cloud KMS API,
 and prints the reply as JSON; bytes in the reply are shown as Base64.
@@ -87,6 +89,8 @@ Commands:
                  deliver secrets to a starting program: print one, run a
                  program with secrets in its environment, or fill a
                  template; kmsctl exec --help describes them
+  audit verify   check the hash chain of agent audit files; exits 1 and
+                 names the first bad line when a file was altered
 
 Options:
   --socket PATH      agent socket (default: ${SOCKET_ENV}, else the client default)
@@ -145,6 +149,8 @@ def run(argv: list[str], *, client_factory: ClientFactory | None = None,
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
+    if argv[:1] == ["audit"]:
+        return audit.run(argv[1:], stdout, stderr)
     try:
         if startup.find_command(argv) is not None:
             return startup.run(argv, client_factory=client_factory, stdout=stdout,
@@ -367,9 +373,11 @@ def _json_default(value: Any) -> Any:
 
 
 def _connect(socket_path: str | None, timeout: float) -> Any:
+    from client.retry import RetryPolicy
     from client.sync import KmsClient
 
-    return KmsClient(socket_path, timeout=timeout)
+    # A command run by hand retries throttling and transient failures.
+    return KmsClient(socket_path, timeout=timeout, retries=RetryPolicy())
 
 
 @contextlib.contextmanager

@@ -110,7 +110,7 @@ NO_RETRY = RetryPolicy(retries=0)
 
 
 def as_policy(retries: int | RetryPolicy | None) -> RetryPolicy:
-    """Return the policy a client's ``retries=`` argument asks for.
+    """Return the policy that a client's ``retries=`` argument requests.
 
     An int is the number of retries with the default waits; None is 0.
     """
