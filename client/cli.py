@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn, TextIO
 
-from client import audit, envelope, startup
+from client import admin, audit, envelope, startup
 from client.errors import (
     InvalidParameterError,
     KmsError,
@@ -72,6 +72,7 @@ usage: kmsctl [--socket PATH] [--timeout SECONDS] <Operation> [--ParamName VALUE
        kmsctl [options] get-secret NAME | exec --env VAR=SECRET ... -- PROGRAM
        kmsctl [options] render TEMPLATE OUTPUT
        kmsctl audit verify FILE [FILE ...]
+       kmsctl [options] health [--live] | backup OUT
 
 Calls one operation of the agent, named as in the Alibaba Cloud KMS API,
 and prints the reply as JSON; bytes in the reply are shown as Base64.
@@ -89,6 +90,9 @@ Commands:
                  deliver secrets to a starting program: print one, run a
                  program with secrets in its environment, or fill a
                  template; kmsctl exec --help describes them
+  health, backup check the agent's health (exit 0 ready, 3 not ready) or
+                 write a snapshot of its store; kmsctl health --help
+                 describes them
   audit verify   check the hash chain of agent audit files; exits 1 and
                  names the first bad line when a file was altered
 
@@ -152,6 +156,9 @@ def run(argv: list[str], *, client_factory: ClientFactory | None = None,
     if argv[:1] == ["audit"]:
         return audit.run(argv[1:], stdout, stderr)
     try:
+        if admin.find_command(argv) is not None:
+            return admin.run(argv, client_factory=client_factory, stdout=stdout,
+                             stderr=stderr)
         if startup.find_command(argv) is not None:
             return startup.run(argv, client_factory=client_factory, stdout=stdout,
                                stderr=stderr)

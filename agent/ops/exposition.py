@@ -23,6 +23,7 @@ from agent.rpc.server import StartupError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_HEAD_BYTES = 8192
+MAX_DISCARD_BYTES = 1 << 20
 MAX_CONNECTIONS = 8
 READ_TIMEOUT = 5.0
 METRICS_PATH = "/metrics"
@@ -71,8 +72,21 @@ async def _answer(stream: trio.SocketStream, render: Render) -> None:
             with trio.move_on_after(READ_TIMEOUT):
                 head = await _read_head(stream)
                 await stream.send_all(_response(head, render))
+                await stream.send_eof()
+                await _discard_rest(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+async def _discard_rest(stream: trio.SocketStream) -> None:
+    # Closing with unread input would send a reset that can destroy the
+    # reply in flight, so what the client still sends is read and dropped.
+    received = 0
+    while received < MAX_DISCARD_BYTES:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return
+        received += len(chunk)
 
 
 async def _read_head(stream: trio.SocketStream) -> bytes | None:
