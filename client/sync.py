@@ -407,6 +407,105 @@ class KmsOperations(Generic[ResultT]):
             RequireEachIncludedType=require_each_included_type,
         ))
 
+    def get_public_key(self, key_id: str, key_version_id: str) -> ResultT:
+        """Return a version's public key as ``PublicKey`` (PEM text)."""
+        return self.call("GetPublicKey", KeyId=key_id, KeyVersionId=key_version_id)
+
+    def asymmetric_sign(self, key_id: str, key_version_id: str, algorithm: str,
+                        digest: bytes) -> ResultT:
+        """Sign a precomputed 32-byte digest; the signature is ``Value``.
+
+        For SM2DSA the digest is SM3(Z_A || M), with Z_A computed from the
+        public key and the ID ``1234567812345678``.
+        """
+        return self.call("AsymmetricSign", KeyId=key_id,
+                         KeyVersionId=key_version_id, Algorithm=algorithm,
+                         Digest=_as_bytes("digest", digest))
+
+    def asymmetric_verify(self, key_id: str, key_version_id: str, algorithm: str,
+                          digest: bytes, value: bytes) -> ResultT:
+        """Check a signature; ``Value`` in the result is True or False."""
+        return self.call("AsymmetricVerify", KeyId=key_id,
+                         KeyVersionId=key_version_id, Algorithm=algorithm,
+                         Digest=_as_bytes("digest", digest),
+                         Value=_as_bytes("value", value))
+
+    def asymmetric_encrypt(self, key_id: str, key_version_id: str, algorithm: str,
+                           plaintext: str | bytes) -> ResultT:
+        """Encrypt with a version's public key; the result has ``CiphertextBlob``."""
+        return self.call("AsymmetricEncrypt", KeyId=key_id,
+                         KeyVersionId=key_version_id, Algorithm=algorithm,
+                         Plaintext=_as_bytes("plaintext", plaintext))
+
+    def asymmetric_decrypt(self, key_id: str, key_version_id: str, algorithm: str,
+                           ciphertext_blob: bytes) -> ResultT:
+        """Decrypt with a version's private key; the result has ``Plaintext``."""
+        return self.call("AsymmetricDecrypt", KeyId=key_id,
+                         KeyVersionId=key_version_id, Algorithm=algorithm,
+                         CiphertextBlob=_as_bytes("ciphertext_blob", ciphertext_blob))
+
+    def generate_mac(self, key_id: str, algorithm: str,
+                     message: str | bytes) -> ResultT:
+        """Compute the HMAC of ``message`` (at most 4 KiB) as ``Mac``."""
+        return self.call("GenerateMac", KeyId=key_id, Algorithm=algorithm,
+                         Message=_as_bytes("message", message))
+
+    def verify_mac(self, key_id: str, algorithm: str, message: str | bytes,
+                   mac: bytes) -> ResultT:
+        """Check an HMAC; ``Value`` in the result is True or False."""
+        return self.call("VerifyMac", KeyId=key_id, Algorithm=algorithm,
+                         Message=_as_bytes("message", message),
+                         Mac=_as_bytes("mac", mac))
+
+    def get_parameters_for_import(self, key_id: str, wrapping_algorithm: str,
+                                  wrapping_key_spec: str = "RSA_2048") -> ResultT:
+        """Return ``PublicKey`` (DER), ``ImportToken`` and ``TokenExpireTime``."""
+        return self.call("GetParametersForImport", KeyId=key_id,
+                         WrappingAlgorithm=wrapping_algorithm,
+                         WrappingKeySpec=wrapping_key_spec)
+
+    def import_key_material(self, key_id: str, encrypted_key_material: bytes,
+                            import_token: str,
+                            key_material_expire_unix: int | None = None) -> ResultT:
+        """Import wrapped key material into an EXTERNAL key (0 = never expires)."""
+        return self.call("ImportKeyMaterial", **_present(
+            KeyId=key_id, ImportToken=import_token,
+            EncryptedKeyMaterial=_as_bytes("encrypted_key_material",
+                                           encrypted_key_material),
+            KeyMaterialExpireUnix=key_material_expire_unix,
+        ))
+
+    def delete_key_material(self, key_id: str) -> ResultT:
+        """Delete an EXTERNAL key's material; the key returns to PendingImport."""
+        return self.call("DeleteKeyMaterial", KeyId=key_id)
+
+    def generate_and_export_data_key(
+        self, key_id: str, public_key_blob: bytes, wrapping_algorithm: str,
+        wrapping_key_spec: str, *, key_spec: str | None = None,
+        number_of_bytes: int | None = None,
+        encryption_context: Mapping[str, str] | None = None,
+    ) -> ResultT:
+        """Make a data key; return its ``CiphertextBlob`` and ``ExportedDataKey``."""
+        return self.call("GenerateAndExportDataKey", **_present(
+            KeyId=key_id, PublicKeyBlob=_as_bytes("public_key_blob", public_key_blob),
+            WrappingAlgorithm=wrapping_algorithm, WrappingKeySpec=wrapping_key_spec,
+            KeySpec=key_spec, NumberOfBytes=number_of_bytes,
+            EncryptionContext=encryption_context,
+        ))
+
+    def export_data_key(
+        self, ciphertext_blob: bytes, public_key_blob: bytes, wrapping_algorithm: str,
+        wrapping_key_spec: str,
+        encryption_context: Mapping[str, str] | None = None,
+    ) -> ResultT:
+        """Re-encrypt a data key blob's key to a public key as ``ExportedDataKey``."""
+        return self.call("ExportDataKey", **_present(
+            CiphertextBlob=_as_bytes("ciphertext_blob", ciphertext_blob),
+            PublicKeyBlob=_as_bytes("public_key_blob", public_key_blob),
+            WrappingAlgorithm=wrapping_algorithm, WrappingKeySpec=wrapping_key_spec,
+            EncryptionContext=encryption_context,
+        ))
+
 
 class KmsClient(KmsOperations[dict[str, Any]]):
     """A blocking, thread-safe client of the agent.
