@@ -3,10 +3,10 @@
 ``CreateClientKey`` makes a key pair for a principal whose configuration
 sets ``client_key = true``, stores only the public key and returns the
 private key once, as a PKCS#8 PEM. At handshake the client signs
-``client.wire.client_key_proof_message(id, nonce)`` with it; ``verify``
-checks the signature first and only then the key's state and validity
-window, so a caller without the private key learns nothing about a key
-id. Pure domain logic: store and clock are passed in.
+``client.wire.client_key_proof_message(id, nonce)`` with it. ``verify``
+checks the signature before the key's state and validity window, so a
+caller without the private key learns nothing about a key id. Pure
+domain logic: the store and the clock are passed in.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def _parse_time(name: str, text: str) -> datetime.datetime:
         return parse_time(text)
     except ValueError:
         raise InvalidParameterError(
-            f"{name} {text!r} is not a UTC time such as 2027-01-31T00:00:00Z.") from None
+            f"{name} {text!r} is not a UTC time such as 2027-01-31T00:00:00Z."
+        ) from None
 
 
 class ClientKeyService:

@@ -1,6 +1,6 @@
 """The access configuration in force, and who a connection is.
 
-``AccessControl`` holds the current ``AccessConfig`` and swaps it whole
+``AccessControl`` keeps the current ``AccessConfig`` and swaps it whole
 on ``reload``; a configuration that fails to load leaves the old one in
 force. Requests already running keep the configuration they started
 with, and every later request, on old connections too, uses the new one.

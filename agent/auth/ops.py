@@ -2,7 +2,7 @@
 
 ``Get/SetKeyPolicy`` and ``Get/SetSecretPolicy`` follow the KMS API:
 PolicyName is ``default`` and the document is checked against the
-principals and operations this agent knows. The rest are specific to
+configured principals and the operations of the agent. The rest are specific to
 the agent: ``CreateClientKey``, ``ListClientKeys`` and ``RevokeClientKey``
 manage client keys, ``ReloadPolicies`` does what SIGHUP does, and
 ``GetCallerIdentity`` tells callers who the agent takes them for.

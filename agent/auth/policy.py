@@ -19,6 +19,7 @@ to templates in ``rules``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from agent.auth.principals import (
@@ -45,7 +46,7 @@ _POLICY_KEYS = frozenset({"principals", "permissions", "resources", "effect"})
 
 @dataclasses.dataclass(frozen=True)
 class Resource:
-    """What a request acts on.
+    """The resource a request acts on.
 
     ``name`` is a key id or secret name, or None for the whole collection
     (``key/*``: listing or creating). ``keystore`` is the keystore the
@@ -111,7 +112,7 @@ class AccessConfig:
         """Return DENY, ALLOW or None (nothing applies) from the grants.
 
         A resource in a keystore the principal is not bound to is DENY,
-        whatever the grants say.
+        whatever the grants contain.
         """
         if resource.keystore is not None and not principal.uses_keystore(
                 resource.keystore):
@@ -232,8 +233,6 @@ def implicit_access(agent_uid: int | None = None) -> AccessConfig:
     Only the agent's own uid and root are admitted, with every template
     on every resource.
     """
-    import os
-
     uid = os.getuid() if agent_uid is None else agent_uid
     owner = Principal("agent-owner", frozenset({uid, 0}))
     everything = Grant(

@@ -12,7 +12,7 @@ The shape follows Alibaba Cloud KMS key policies, with local principals::
 
 A document is at most 32,768 bytes, its only policy name is ``default``,
 and ``Resource`` can only be ``*`` (the resource it is attached to).
-Every name, action and condition is checked when the policy is set; an
+Every name, action and condition is checked when the policy is set. An
 unknown one is rejected rather than ignored, because an ignored
 condition would widen an Allow. Only ``StringEquals`` on encryption
 context keys is supported as a condition.
@@ -36,7 +36,7 @@ _STATEMENT_KEYS = frozenset({"Sid", "Effect", "Principal", "Action", "Resource",
 
 @dataclasses.dataclass(frozen=True)
 class Statement:
-    """One parsed statement; ``context`` holds StringEquals conditions."""
+    """One parsed statement; ``context`` contains its StringEquals conditions."""
 
     effect: str
     principals: frozenset[str]

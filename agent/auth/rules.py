@@ -1,6 +1,6 @@
 """The single table from operation name to permission template and targets.
 
-``RULES[name]`` says which templates grant an operation and where the
+``RULES[name]`` names the templates that grant an operation and where the
 request names its resources (``Target``): a key reference, a ciphertext
 blob, an alias, a secret, the key or secret collection, or the agent
 itself. An operation missing from the table is allowed only to

@@ -2,9 +2,9 @@
 
 ``build_access`` makes the ``AccessControl`` the server and the stage
 share, with a loader that rereads the configuration file. SIGHUP and
-the ``ReloadPolicies`` operation both call ``AccessControl.reload``; a
-file that fails to load is refused whole, the old configuration stays,
-and no connection is dropped either way.
+the ``ReloadPolicies`` operation both call ``AccessControl.reload``. A
+file that fails to load is refused whole and the old configuration
+stays. No connection is dropped either way.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from agent.store.access import AccessStore
 from client.errors import InvalidConfigurationError
 
 
-def build_access(config: AgentConfig, store: AccessStore, clock: Clock) -> AccessControl:
+def build_access(config: AgentConfig, store: AccessStore,
+                 clock: Clock) -> AccessControl:
     """Return the access control of an agent started from ``config``."""
     loader = None
     if config.path is not None:

@@ -5,7 +5,7 @@ handler. It names the principal (``ctx.principal``), finds every
 resource the request names through ``rules.RULES``, and refuses with
 ``Forbidden.NoPermission`` unless the configured policies and the
 resource's own policy allow it (an explicit Deny wins, then any Allow).
-Aliases, ARNs and blobs are resolved first; a resolved key reference is
+Aliases, ARNs and blobs are resolved first. A resolved key reference is
 written back into the request as the key id, so the handler acts on the
 very key that was authorized.
 
@@ -253,7 +253,7 @@ class AccessStage(Stage):
 
     def _check_missing(self, check: _Check, kind: str, reference: str) -> None:
         # Only a caller that could use any such resource, in any keystore,
-        # may learn that this one does not exist; the handler says so.
+        # may learn that this one does not exist, from the handler's error.
         if (check.principal.keystores is None
                 and check.config.decide(check.principal, check.templates,
                                         Resource(kind)) == ALLOW):
@@ -285,7 +285,8 @@ class AccessStage(Stage):
                 # Documents are checked when set, so this is a damaged
                 # store; failing closed keeps every request refused.
                 error = InternalFailureError()
-                error.detail = f"stored policy of {kind}/{name}: {exc.message}"  # type: ignore[attr-defined]
+                detail = f"stored policy of {kind}/{name}: {exc.message}"
+                error.detail = detail  # type: ignore[attr-defined]
                 raise error from None
             if len(self._policies) >= _POLICY_CACHE_ENTRIES:
                 self._policies.clear()

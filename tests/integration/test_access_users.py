@@ -216,7 +216,8 @@ def test_refusals_do_not_leak(tenants):
     ])
     assert set(codes(outcomes)) == {"Forbidden.NoPermission"}
     messages = [o["message"] for o in outcomes]
-    assert messages[0].replace(tenants.key_a, "K") == messages[1].replace(missing_key, "K")
+    assert messages[0].replace(tenants.key_a, "K") == \
+        messages[1].replace(missing_key, "K")
     assert messages[2].replace("tenant-a", "X") == \
         messages[3].replace("no-such-alias", "X")
     assert tenants.key_a not in messages[2]
