@@ -45,9 +45,11 @@ def build_access(config: AgentConfig, store: AccessStore,
 def log_access(access: AccessConfig, message: str = "access control in force") -> None:
     """Log a summary of an access configuration, warning about the risky ones."""
     if access.implicit:
+        uids = sorted({os.getuid(), 0})
         log(logging.WARNING,
             "no [principals] configured: only the agent's own uid and root may "
-            "connect, with every permission", detail=f"uids {os.getuid()} and 0")
+            "connect, with every permission",
+            detail="uids " + " and ".join(str(uid) for uid in uids))
         return
     log(logging.INFO, message, count=len(access.principals),
         detail=f"{len(access.grants)} policies")
