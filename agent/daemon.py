@@ -215,6 +215,12 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
     try:
         keys = KeyService(store, keystores, config.default_keystore, clock,
                           config.region)
+        unreadable = await keys.unreadable_keystores()
+        if unreadable:
+            raise StartupError(
+                f"keystore {unreadable[0]}: its domain key cannot unseal the key "
+                "material in the store; check domain_key_label and the token of "
+                "that keystore")
         secrets = SecretService(store, keys, clock, config.secrets)
         data_keys = DataKeyCache(
             config.data_key_cache.max_age, config.data_key_cache.max_uses,

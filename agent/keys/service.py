@@ -24,15 +24,16 @@ from agent.keystore.base import (
     ASYMMETRIC_SPECS, HMAC_KEY_BYTES, HSM, SOFTWARE, SYMMETRIC_KEY_BYTES,
     DecryptionFailed, KeyMaterial, Keystore,
 )
-from agent.store.base import ConflictError, Store
+from agent.store.base import ConflictError, LimitError, Store
 from agent.store.records import (
-    DISABLED, ENABLED, PENDING_DELETION, PENDING_IMPORT, KeyRecord,
+    DISABLED, ENABLED, PENDING_DELETION, PENDING_IMPORT, KeyFilter, KeyRecord,
     KeyVersionRecord, format_time,
 )
 from client.errors import (
     DeletionProtectedError, InternalFailureError, InvalidCiphertextError,
     InvalidParameterError, KeyNotFoundError, KeyPendingDeletionError,
-    KeyPendingImportError, UnsupportedOperationError, UnsupportedOriginError,
+    KeyPendingImportError, LimitExceededError, ServiceUnavailableError,
+    UnsupportedOperationError, UnsupportedOriginError,
     UnsupportedProtectionLevelError,
 )
 
@@ -170,12 +171,19 @@ class KeyService:
             key = rotation.with_policy(key, rotation_interval)
         if origin == ORIGIN_EXTERNAL:
             key = dataclasses.replace(key, state=PENDING_IMPORT)
-            await self.store.insert_key(key, None, tags)
+            await self._insert(key, None, tags)
             return key
         version = await self._new_version(key, keystore, now)
         key = dataclasses.replace(key, primary_version_id=version.version_id)
-        await self.store.insert_key(key, version, tags)
+        await self._insert(key, version, tags)
         return key
+
+    async def _insert(self, key: KeyRecord, version: KeyVersionRecord | None,
+                      tags: dict[str, str]) -> None:
+        try:
+            await self.store.insert_key(key, version, tags)
+        except LimitError as exc:
+            raise LimitExceededError(str(exc)) from None
 
     @staticmethod
     def _protection_level(keystore: Keystore, key_spec: str,
@@ -297,6 +305,29 @@ class KeyService:
             if await self.store.purge_key(key_id, now):
                 purged.append(key_id)
         return purged
+
+    async def unreadable_keystores(self) -> list[str]:
+        """Return keystores that cannot unseal the material they stored.
+
+        One symmetric key per keystore is tried. A keystore fails when its
+        domain key is not the one that sealed the store's material, for
+        example after ``domain_key_label`` changed or another token was
+        configured. Keystores that failed to open are skipped.
+        """
+        unreadable = []
+        for name, keystore in self.keystores.items():
+            keys, _ = await self.store.list_keys(KeyFilter(
+                keystore=(name,), key_spec=tuple(SYMMETRIC_KEY_BYTES)), 0, 1)
+            if not keys or keys[0].primary_version_id is None:
+                continue
+            material = await self._material(keys[0], keys[0].primary_version_id)
+            try:
+                await keystore.encrypt(material, b"\0", b"")
+            except DecryptionFailed:
+                unreadable.append(name)
+            except ServiceUnavailableError:
+                continue
+        return unreadable
 
     # --- cryptography ------------------------------------------------------
 

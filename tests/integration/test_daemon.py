@@ -138,3 +138,19 @@ def test_no_secret_in_logs(tmp_path):
             assert form.decode(errors="replace") not in log
             assert form.decode(errors="replace") not in error_text
             assert form.decode(errors="replace") not in str(too_big.value)
+
+
+def test_changed_domain_key_label_refused(tmp_path):
+    """A domain key label that does not match the store stops the start."""
+    agent = start_agent(tmp_path / "agent")
+    with KmsClient(agent.socket) as client:
+        client.create_key()
+    agent.stop()
+    text = agent.config.read_text().replace(
+        "[keystores.default]\n", '[keystores.default]\ndomain_key_label = "typo"\n')
+    agent.config.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(agent.config)],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cannot unseal the key material" in result.stderr
