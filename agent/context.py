@@ -10,7 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import uuid
+
+
+# Request ids look like UUIDs: a random prefix drawn once per process and a
+# 48-bit counter, so ids are unique per agent without a system call each.
+_REQUEST_ID_PREFIX = str(uuid.uuid4())[:24]
+_request_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """Return a fresh request id in UUID form."""
+    return f"{_REQUEST_ID_PREFIX}{next(_request_counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +79,7 @@ class RequestContext:
     def new(cls, operation: str, peer: Peer, deadline: float | None = None,
             client_key_id: str | None = None) -> "RequestContext":
         """Create a context with a fresh request id."""
-        return cls(str(uuid.uuid4()), operation, peer, deadline,
+        return cls(new_request_id(), operation, peer, deadline,
                    client_key_id=client_key_id)
 
 
