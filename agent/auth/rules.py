@@ -160,6 +160,12 @@ RULES: dict[str, Rule] = {
     "RevokeClientKey": Rule(ADMIN, (Target(AGENT_ITSELF),)),
     "ReloadPolicies": Rule(ADMIN, (Target(AGENT_ITSELF),)),
     "DescribeAgentCache": Rule(ADMIN, (Target(AGENT_ITSELF),)),
+    # Health lists every keystore, so a tenant may not read it; any reply,
+    # a refusal included, still shows that the agent is live.
+    "DescribeAgentHealth": Rule(ADMIN, (Target(AGENT_ITSELF),)),
+    "CreateAgentBackup": Rule(ADMIN, (Target(AGENT_ITSELF),)),
+    "GetAgentBackupPart": Rule(ADMIN, (Target(AGENT_ITSELF),)),
+    "DeleteAgentBackup": Rule(ADMIN, (Target(AGENT_ITSELF),)),
     "GetCallerIdentity": Rule(frozenset(), ()),
 }
 
