@@ -4,7 +4,8 @@
 an exit status a script or a container probe can test: 0 when the agent
 is ready, 3 when it answers but is not ready (a keystore or the store is
 down), 2 when it cannot be reached. ``--live`` exits 0 whenever the
-agent answers. ``backup OUT`` takes a snapshot of the agent's store with
+agent answers, even with a refusal: DescribeAgentHealth needs
+administrator on the agent. ``backup OUT`` takes a snapshot of the agent's store with
 CreateAgentBackup, reads it in parts, checks its size and SHA-256, and
 writes OUT (mode 0600, replaced in one rename) or stdout for ``-``.
 Failures raise ``KmsError``; ``client.cli`` prints them and picks the
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, TextIO
 
 from client.errors import (
-    InternalFailureError, InvalidParameterError, KmsError, ServerUnreachableError,
+    CallerError, InternalFailureError, InvalidParameterError, KmsError, ServerUnreachableError,
 )
 
 COMMANDS = frozenset({"health", "backup"})
@@ -38,8 +39,9 @@ usage: kmsctl [--socket PATH] [--timeout SECONDS] health [--live]
 
 health   prints the agent's health as JSON. Exit status: 0 ready, 3 live
          but not ready (a keystore or the store is unavailable), 2 the agent
-         cannot be reached, 1 bad arguments. With --live, 0 whenever the
-         agent answers (for liveness probes).
+         cannot be reached, 1 bad arguments or no permission (it needs
+         administrator on the agent). With --live, 0 whenever the agent
+         answers, a refusal included (for liveness probes).
 backup   writes a consistent snapshot of the agent's store to OUT (mode 0600,
          replaced only when complete and verified), or to stdout for -.
          Needs administrator on the agent. The snapshot holds key material
@@ -151,7 +153,14 @@ def run(argv: list[str], *, client_factory: ClientFactory | None, stdout: TextIO
 
 
 def _health(client: Any, live: bool, stdout: TextIO) -> int:
-    reply = client.call("DescribeAgentHealth")
+    try:
+        reply = client.call("DescribeAgentHealth")
+    except CallerError as error:
+        # A refusal (no administrator permission) is still an answer, so
+        # the agent is live.
+        if not live:
+            raise
+        reply = error.to_wire()
     stdout.write(json.dumps(reply, indent=2, ensure_ascii=False) + "\n")
     if live or reply.get("Ready") is True:
         return 0

@@ -1,8 +1,9 @@
 """Serve the metrics: a loopback HTTP listener and a textfile writer.
 
 ``serve_metrics`` answers ``GET /metrics`` (and HEAD) in the Prometheus
-text format on a loopback address; the configuration refuses any other
-address, because the listener has no authentication. It reads one
+text format on the listeners of ``open_metrics_listeners``, a loopback
+address: the configuration refuses any other, because the listener has
+no authentication. It reads one
 request head of at most 8 KiB per connection, replies and closes. At
 most ``MAX_CONNECTIONS`` are served at once; more are closed unanswered.
 ``textfile_loop`` writes the same text to a file for node_exporter's
@@ -31,26 +32,31 @@ METRICS_PATH = "/metrics"
 Render = Callable[[], str]
 
 
-async def serve_metrics(render: Render, host: str, port: int,
-                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``render()`` on ``host:port`` until cancelled.
-
-    ``task_status.started`` gets the bound ``(host, port)``, so a port of
-    0 can be used in tests.
+async def open_metrics_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Listen on ``host:port`` for ``serve_metrics``.
 
     Raises:
         StartupError: the address cannot be bound.
     """
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         raise StartupError(
             f"metrics.listen: cannot listen on {host}:{port}: {exc.strerror}") from None
-    bound = listeners[0].socket.getsockname()[:2]
+
+
+async def serve_metrics(render: Render, listeners: list[trio.SocketListener],
+                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``render()`` on ``listeners`` until cancelled.
+
+    ``task_status.started`` gets the bound ``(host, port)``, so a port of
+    0 can be used in tests.
+    """
+    host, port = listeners[0].socket.getsockname()[:2]
     limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
-    log(logging.INFO, "metrics listener ready", detail=f"http://{host}:{bound[1]}"
-        f"{METRICS_PATH}")
-    task_status.started(bound)
+    log(logging.INFO, "metrics listener ready",
+        detail=f"http://{_url_host(host)}:{port}{METRICS_PATH}")
+    task_status.started((host, port))
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -64,6 +70,10 @@ async def serve_metrics(render: Render, host: str, port: int,
             limiter.release()
 
     await trio.serve_listeners(handle, listeners)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 async def _answer(stream: trio.SocketStream, render: Render) -> None:

@@ -3,8 +3,10 @@
 trio delivers a signal only to the receiver opened last, so the daemon
 opens one receiver for SIGHUP here and each service registers a hook
 instead of opening its own. On SIGHUP the configuration file is loaded
-once; a file that fails to load is logged and nothing changes. Otherwise
-every hook gets the new configuration in registration order. A hook
+once and every hook gets it, in registration order. A file that fails
+to load is logged and changes nothing: only the hooks registered with
+``always`` run then, with None, for work that needs no configuration
+(reopening a rotated log file, retrying a keystore). A hook
 returns a short description of what it put in force, or raises
 ``ReloadRejected`` to keep its previous settings; one hook failing does
 not stop the others.
@@ -20,8 +22,9 @@ import trio
 
 from agent.logs import log
 
-# A hook receives the newly loaded AgentConfig and returns what it
-# reloaded ("log level debug"), or None when it had nothing to do.
+# A hook receives the newly loaded AgentConfig (None for an ``always``
+# hook when loading failed) and returns what it reloaded ("debug"), or
+# None when it has nothing to report.
 Hook = Callable[[Any], Awaitable[str | None]]
 # Loads the configuration again; raises ReloadRejected naming the problem.
 Loader = Callable[[], Any]
@@ -41,13 +44,16 @@ class ReloadHooks:
 
     def __init__(self, loader: Loader | None):
         self._loader = loader
-        self._hooks: list[tuple[str, Hook]] = []
+        self._hooks: list[tuple[str, Hook, bool]] = []
         self._before: list[Callable[[], None]] = []
         self._after: list[Callable[[list[str]], None]] = []
 
-    def register(self, name: str, hook: Hook) -> None:
-        """Add ``hook`` under ``name``; it runs after those added before."""
-        self._hooks.append((name, hook))
+    def register(self, name: str, hook: Hook, always: bool = False) -> None:
+        """Add ``hook`` under ``name``; it runs after those added before.
+
+        With ``always``, it runs even when the configuration fails to load.
+        """
+        self._hooks.append((name, hook, always))
 
     def on_reload(self, before: Callable[[], None],
                   after: Callable[[list[str]], None]) -> None:
@@ -58,7 +64,7 @@ class ReloadHooks:
     @property
     def names(self) -> list[str]:
         """The names of the registered hooks, in the order they run."""
-        return [name for name, _ in self._hooks]
+        return [name for name, _, _ in self._hooks]
 
     async def watch(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Reload on every SIGHUP until cancelled."""
@@ -74,8 +80,8 @@ class ReloadHooks:
         done: list[str] = []
         try:
             config = self._load()
-            if config is not None:
-                for name, hook in self._hooks:
+            for name, hook, always in self._hooks:
+                if config is not None or always:
                     await self._run_hook(name, hook, config, done)
         finally:
             for callback in self._after:

@@ -5,7 +5,7 @@ the systemd notification socket and any socket passed by activation,
 and removes their variables from the environment. ``attach`` instruments
 the keystores and builds health, backups and the metrics collectors once
 the services exist. ``listen`` returns the listening socket (passed or
-bound). ``start`` starts the SIGHUP watcher, the watchdog and the metrics
+bound) and ``serving`` binds the metrics port. ``start`` starts the SIGHUP watcher, the watchdog and the metrics
 outputs; ``ready`` and ``stopping`` tell systemd; ``close`` drops what
 is left. Logging here is limited to what an operator acts on.
 """
@@ -23,7 +23,7 @@ from agent.config import ConfigError, load_config
 from agent.logs import log
 from agent.ops.activation import activated_listener
 from agent.ops.backup_ops import BackupSessions
-from agent.ops.exposition import serve_metrics, textfile_loop
+from agent.ops.exposition import open_metrics_listeners, serve_metrics, textfile_loop
 from agent.ops.health import HealthService
 from agent.ops.instrument import (
     AgentMetrics, MetricsStage, add_agent_collectors, instrument_keystore,
@@ -49,6 +49,7 @@ class OpsRuntime:
         self.backups: BackupSessions | None = None
         self.keystores: dict[str, Any] = {}
         self._server: Any = None
+        self._metrics_listeners: list[trio.SocketListener] = []
 
     @classmethod
     def from_environ(cls, config: Any) -> "OpsRuntime":
@@ -94,23 +95,26 @@ class OpsRuntime:
         config = self.config
         return bind_socket(config.socket, config.socket_mode, config.socket_group)
 
-    def serving(self, server: Any) -> None:
-        """Note the server, for the connection count."""
-        self._server = server
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        """Start the reload watcher, watchdog and metrics outputs.
+    async def serving(self, server: Any) -> None:
+        """Note the server, for the connection count; bind the metrics port.
 
         Raises:
             StartupError: the metrics listener cannot bind its address.
         """
+        self._server = server
+        if self.config.metrics.listen is not None:
+            host, port = self.config.metrics.listen
+            self._metrics_listeners = await open_metrics_listeners(host, port)
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start the reload watcher, watchdog and metrics outputs."""
         await nursery.start(self.reloads.watch)
         if self.notifier.watchdog_interval is not None:
             nursery.start_soon(self._watchdog, self.notifier.watchdog_interval)
+        if self._metrics_listeners:
+            await nursery.start(serve_metrics, self.metrics.registry.render,
+                                self._metrics_listeners)
         settings = self.config.metrics
-        if settings.listen is not None:
-            host, port = settings.listen
-            await nursery.start(serve_metrics, self.metrics.registry.render, host, port)
         if settings.textfile is not None:
             nursery.start_soon(textfile_loop, self.metrics.registry.render,
                                settings.textfile, settings.textfile_interval)

@@ -10,7 +10,9 @@ import stat
 import pytest
 
 from client import admin, cli
-from client.errors import InvalidParameterError, ResourceNotFoundError
+from client.errors import (
+    InvalidParameterError, NoPermissionError, ResourceNotFoundError,
+)
 
 BACKUP = b"K" * 2500 + b"end"
 
@@ -18,8 +20,9 @@ BACKUP = b"K" * 2500 + b"end"
 class FakeClient:
     """Answers health and backup calls; records what it was asked."""
 
-    def __init__(self, ready=True, backup=BACKUP, digest=None):
+    def __init__(self, ready=True, backup=BACKUP, digest=None, refuse=False):
         self.ready = ready
+        self.refuse = refuse
         self.backup = backup
         self.digest = digest or hashlib.sha256(backup).hexdigest()
         self.calls = []
@@ -28,6 +31,8 @@ class FakeClient:
     def call(self, operation, **params):
         self.calls.append(operation)
         if operation == "DescribeAgentHealth":
+            if self.refuse:
+                raise NoPermissionError("no administrator")
             return {"Ready": self.ready, "Live": True}
         if operation == "CreateAgentBackup":
             return {"BackupId": "backup-1", "Size": len(self.backup),
@@ -80,6 +85,15 @@ def test_health_live_ignores_readiness():
     """--live exits 0 whenever the agent answers."""
     status, _ = run(["--socket", "/x", "health", "--live"], FakeClient(ready=False))
     assert status == 0
+
+
+def test_health_refused_is_live():
+    """A refusal means the agent is live: --live exits 0, plain health 1."""
+    live, _ = run(["health", "--live"], FakeClient(refuse=True))
+    plain, streams = run(["health"], FakeClient(refuse=True))
+    assert live == 0
+    assert plain == 1
+    assert "Forbidden.NoPermission" in streams.err.getvalue()
 
 
 def test_health_unreachable_exit_two():

@@ -27,7 +27,8 @@ async def fetch(port: int, request: bytes) -> bytes:
 
 @pytest.fixture
 async def port(nursery):
-    host, bound = await nursery.start(exposition.serve_metrics, render, "127.0.0.1", 0)
+    listeners = await exposition.open_metrics_listeners("127.0.0.1", 0)
+    host, bound = await nursery.start(exposition.serve_metrics, render, listeners)
     return bound
 
 
@@ -75,7 +76,7 @@ async def test_garbage_request_rejected(port):
 async def test_busy_address_startup_error(port):
     """A port already taken is a startup error naming the address."""
     with pytest.raises(exposition.StartupError, match=f"127.0.0.1:{port}"):
-        await exposition.serve_metrics(render, "127.0.0.1", port)
+        await exposition.open_metrics_listeners("127.0.0.1", port)
 
 
 def test_textfile_replaced_readable(tmp_path):

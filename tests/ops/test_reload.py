@@ -74,6 +74,23 @@ async def test_failed_load_runs_nothing():
     assert ran == []
 
 
+async def test_always_hook_runs_without_config():
+    """A hook registered with always runs, with None, when loading fails."""
+    ran = []
+
+    def loader():
+        raise ReloadRejected("invalid TOML")
+
+    async def reopen(new):
+        ran.append(new)
+        return "reopened"
+
+    hooks = ReloadHooks(loader)
+    hooks.register("audit file", reopen, always=True)
+    assert await hooks.reload() == ["audit file: reopened"]
+    assert ran == [None]
+
+
 async def test_before_after_callbacks():
     """The callbacks bracket every reload, even one without a file."""
     events = []
