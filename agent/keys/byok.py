@@ -3,11 +3,11 @@ DeleteKeyMaterial, and the expiry of imported material.
 
 A key created with Origin EXTERNAL (AES or SM4 specs) waits in
 PendingImport without a version. GetParametersForImport makes a fresh
-RSA_2048 wrapping key pair in the key's keystore (in the HSM where the
-token can, so the unwrap happens there) and returns its public key (DER)
-with an ImportToken valid for 24 hours, bound to that key and wrapping
-algorithm (RSAES_PKCS1_V1_5, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256,
-MGF1 with the same hash). ImportKeyMaterial consumes the token once;
+RSA_2048 wrapping key pair in the key's keystore, in the HSM where the
+token allows it, so the unwrap happens there. It returns the public key
+(DER) and an ImportToken valid for 24 hours, bound to that key and to
+the wrapping algorithm (RSAES_PKCS1_V1_5, RSAES_OAEP_SHA_1 or
+RSAES_OAEP_SHA_256, MGF1 with the same hash). ImportKeyMaterial consumes the token once;
 an unknown, used or foreign token is InvalidImportToken, an old one
 ExpiredImportToken. Material that does not unwrap or has the wrong
 length (32 bytes for AES-256, 16 for SM4) is InvalidKeyMaterial, and

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -41,7 +42,8 @@ def _rsa_2048(blob: bytes) -> rsa.RSAPublicKey:
             key = serialization.load_pem_public_key(blob)
         else:
             key = serialization.load_der_public_key(blob)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # cryptography raises UnsupportedAlgorithm for an SM2 key.
         key = None
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size != 2048:
         raise InvalidParameterError(
@@ -119,14 +121,14 @@ async def export_data_key(service: KeyService, values: dict[str, Any],
 
     Raises:
         InvalidCiphertextError: the blob does not decrypt.
-        InvalidParameterError: the blob holds no data key, or as
+        InvalidParameterError: the blob contains no data key, or as
             ``export_key``.
     """
     _check_wrapping(values["WrappingAlgorithm"], values["WrappingKeySpec"])
     result = await service.decrypt(values["CiphertextBlob"], context)
     if result.blob_format != FORMAT_DATA_KEY:
         raise InvalidParameterError(
-            "CiphertextBlob holds Encrypt output, not a data key; ExportDataKey "
+            "CiphertextBlob contains Encrypt output, not a data key; ExportDataKey "
             "takes the CiphertextBlob of GenerateDataKey.")
     exported = export_key(result.plaintext, values["PublicKeyBlob"],
                           values["WrappingAlgorithm"], values["WrappingKeySpec"])

@@ -1,9 +1,9 @@
 """Asymmetric algorithms in software, shared by every keystore backend.
 
-The tables name what each key spec can do, as Alibaba Cloud KMS does:
+The tables name what each key spec can do, as Alibaba Cloud KMS does.
 RSA keys sign with RSA_PSS_SHA_256 or RSA_PKCS1_SHA_256 and encrypt with
 RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1 (MGF1 with the same hash, empty
-label); EC_P256 and EC_P256K sign with ECDSA_SHA_256 only; EC_SM2 signs
+label). EC_P256 and EC_P256K sign with ECDSA_SHA_256 only. EC_SM2 signs
 with SM2DSA and encrypts with SM2PKE (``sm2``). Every sign algorithm
 takes a precomputed 32-byte digest and never hashes it again. PSS uses
 a 32-byte salt (the digest length) when signing and accepts any salt

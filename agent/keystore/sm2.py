@@ -1,10 +1,10 @@
 """SM2 signatures (SM2DSA) and public-key encryption (SM2PKE), in software.
 
 The engine is tongsuopy 1.0.1, which bundles the Tongsuo C library (an
-OpenSSL 1.1.1 fork with SM2). It signs about 2,700 times per second,
-where the pure-Python gmssl 3.2.2 signs about 150 times and computes
-with the private key in Python integers, whose timing depends on the
-key. SoftHSM2 has no SM2 mechanism, so EC_SM2 keys are SOFTWARE keys.
+OpenSSL 1.1.1 fork with SM2); it installs as a wheel here. The other
+candidate, gmssl 3.2.2, is pure Python: it computes with the private
+key in Python integers, whose timing depends on the key, and is far
+slower. SoftHSM2 has no SM2 mechanism, so EC_SM2 keys are SOFTWARE keys.
 
 tongsuopy's public API signs messages only and has no encryption, so
 this module calls ``EVP_PKEY_sign``, ``verify``, ``encrypt`` and

@@ -3,7 +3,7 @@
 An import token is issued by GetParametersForImport for one key: it
 carries a fresh RSA_2048 wrapping key pair (the private key sealed by
 the keystore), the wrapping algorithm, and a 24-hour lifetime. The
-caller holds the token itself; the store keeps only its SHA-256, and
+caller keeps the token itself. The store keeps only its SHA-256, and
 marks it used by the import that consumes it. The imported material of
 a key keeps its version id and key check value after DeleteKeyMaterial,
 so only the same material can come back, under the same version id, and

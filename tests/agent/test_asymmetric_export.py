@@ -112,6 +112,7 @@ async def test_export_refuses_encrypt_blob(agent):
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
      "RSAES_OAEP_SHA_256", "RSA_2048"),
     (rsa_blob(), "SM2PKE", "EC_SM2"),
+    (sm2_blob(), "RSAES_OAEP_SHA_1", "RSA_2048"),
     (b"not a key", "RSAES_OAEP_SHA_256", "RSA_2048"),
 ])
 async def test_bad_wrapping_is_invalid(agent, blob, algorithm, spec):

@@ -59,7 +59,8 @@ def seal_known_secret(keystore, version_id: str, spec: str, raw: bytes) -> KeyMa
     })
     wrapped = slot.domain_key.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
     key.destroy()
-    return KeyMaterial(version_id, spec, HSM, 1, backend._seal(slot, version_id, wrapped))
+    sealed = backend._seal(slot, version_id, wrapped)
+    return KeyMaterial(version_id, spec, HSM, 1, sealed)
 
 
 @pytest.mark.parametrize("spec,algorithms", [
