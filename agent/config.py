@@ -127,9 +127,14 @@ class AuditConfig:
     broken_tail: str = "refuse"
 
 
-# Requests per second of each quota bucket; the burst defaults to the rate.
+# Requests per second of each quota bucket, as Alibaba Cloud KMS limits
+# them. The reference gives no burst sizes. A bucket holds this many
+# seconds of its rate by default, because local callers are bursty (a
+# service starting many workers creates keys and reads secrets at once)
+# while a sustained load is still held to the rate.
 QUOTA_RATES = {"create": 10, "cryptographic": 750, "cryptographic_asymmetric": 200,
                "read": 20, "write": 10}
+QUOTA_BURST_SECONDS = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +146,9 @@ class QuotaConfig:
 
     enabled: bool = True
     rates: dict[str, tuple[float, float]] = dataclasses.field(
-        default_factory=lambda: {name: (float(rate), float(rate))
-                                 for name, rate in QUOTA_RATES.items()})
+        default_factory=lambda: {
+            name: (float(rate), float(rate * QUOTA_BURST_SECONDS))
+            for name, rate in QUOTA_RATES.items()})
     max_callers: int = 10000
 
 
@@ -215,8 +221,9 @@ _AUDIT_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
 _QUOTAS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "enabled": ((bool,), True),
     "max_callers": ((int,), 10000),
-    **{f"{name}_{part}": ((int, float), rate) for name, rate in QUOTA_RATES.items()
-       for part in ("rate", "burst")},
+    **{f"{name}_rate": ((int, float), rate) for name, rate in QUOTA_RATES.items()},
+    **{f"{name}_burst": ((int, float), rate * QUOTA_BURST_SECONDS)
+       for name, rate in QUOTA_RATES.items()},
 }
 
 _LIMITS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -420,9 +427,10 @@ def _parse_quotas(raw: dict[str, Any]) -> QuotaConfig:
     rates = {}
     for name in QUOTA_RATES:
         rate = _in_range(f"quotas.{name}_rate", values[f"{name}_rate"], 0, 10**6)
-        # An unset burst follows the rate, so setting only a rate works.
+        # An unset burst follows a configured rate.
         burst_key = f"{name}_burst"
-        burst = values[burst_key] if burst_key in given else max(rate, 1)
+        burst = (values[burst_key] if burst_key in given
+                 else max(rate * QUOTA_BURST_SECONDS, 1))
         _in_range(f"quotas.{burst_key}", burst, 1, 10**7)
         rates[name] = (float(rate), float(burst))
     return QuotaConfig(values["enabled"], rates, values["max_callers"])

@@ -8,8 +8,8 @@ everything. It logs one line when it is ready and one when it stops.
 A keystore that fails to open is logged and replaced by an
 ``UnavailableKeystore``, so the others are served and its resources get
 ServiceUnavailableTemporary; the agent refuses to start only when none
-opens. SIGHUP reloads the principals and policies and retries the
-keystores that failed.
+opens. SIGHUP reloads the principals and policies, retries the
+keystores that failed and reopens the audit file (for log rotation).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import trio
 
+from agent.audit import AuditFileError, AuditStage, AuditTrail, open_trail
 from agent.auth import ops as auth_ops
 from agent.auth.control import AccessControl
 from agent.auth.runtime import build_access, log_access, reload_on_sighup
@@ -36,12 +37,14 @@ from agent.keys.service import KeyService
 from agent.keystore import Keystore, KeystoreUnavailable, open_keystore
 from agent.keystore.unavailable import UnavailableKeystore
 from agent.logs import log
-from agent.rpc.dispatch import Dispatcher, Operation
+from agent.quotas import QuotaStage, QuotaTable, Rate
+from agent.rpc.dispatch import Dispatcher, Operation, Stage
 from agent.rpc.server import Server, SocketLock, StartupError, bind_socket
 from agent.secrets import lifecycle
 from agent.secrets import ops as secret_ops
 from agent.secrets.service import SecretService
 from agent.store.base import StoreError
+from agent.store.limits import ResourceLimits
 from agent.store.sqlite import SqliteStore
 
 
@@ -206,10 +209,45 @@ async def run_agent(config: AgentConfig, clock: Clock | None = None,
     log(logging.INFO, "stopped")
 
 
+def _open_audit(config: AgentConfig, clock: Clock) -> AuditTrail | None:
+    if not config.audit.enabled:
+        log(logging.WARNING, "the audit trail is off ([audit] enabled = false)")
+        return None
+    try:
+        return open_trail(config.audit, config.data_dir, clock)
+    except AuditFileError as exc:
+        raise StartupError(f"audit: {exc}") from None
+
+
+def _stages(config: AgentConfig, services: Services,
+            trail: AuditTrail | None) -> list[Stage]:
+    # Audit comes first: its before() sees the parameters of requests that
+    # the later stages refuse, and its after() runs last, so it records the
+    # code actually sent. Quotas come after access control, which names
+    # the caller they count and resolves the keys they classify.
+    stages: list[Stage] = [AccessStage(services.auth, services)]
+    if config.quotas.enabled:
+        rates = {name: Rate(*rate) for name, rate in config.quotas.rates.items()}
+        table = QuotaTable(rates, trio.current_time, config.quotas.max_callers)
+        stages.append(QuotaStage(table, services.keys))
+    if trail is not None:
+        stages.insert(0, AuditStage(trail, services.keys.clock))
+    return stages
+
+
+async def _after_reload(config: AgentConfig, keystores: dict[str, Keystore],
+                        trail: AuditTrail | None) -> None:
+    await reopen_keystores(config, keystores)
+    if trail is not None:
+        # Log rotation renames the file and sends SIGHUP.
+        await trail.reopen()
+
+
 async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clock,
                  task_status: Any) -> None:
     try:
-        store = SqliteStore(config.data_dir)
+        store = SqliteStore(config.data_dir, ResourceLimits(
+            **dataclasses.asdict(config.limits)))
     except StoreError as exc:
         raise StartupError(f"store: {exc}") from None
     try:
@@ -229,8 +267,9 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
         access = build_access(config, store, clock)
         services = Services(keys=keys, secrets=secrets, data_keys=data_keys,
                             auth=access)
+        trail = _open_audit(config, clock)
         dispatcher = Dispatcher(all_operations(), services,
-                                stages=[AccessStage(access, services)])
+                                stages=_stages(config, services, trail))
         listener = bind_socket(config.socket, config.socket_mode, config.socket_group)
         server = Server(listener, dispatcher, config.max_frame_bytes, access)
         log_access(access.config)
@@ -238,7 +277,9 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
             nursery.start_soon(_watch_signals, server, config, nursery.cancel_scope,
                                secrets.notifier.close)
             nursery.start_soon(reload_on_sighup, access,
-                               lambda: reopen_keystores(config, keystores))
+                               lambda: _after_reload(config, keystores, trail))
+            if trail is not None:
+                await nursery.start(trail.run)
             await nursery.start(server.serve)
             nursery.start_soon(purge_loop, keys, config.purge_interval)
             nursery.start_soon(secret_purge_loop, secrets, config.purge_interval)

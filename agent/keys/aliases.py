@@ -85,6 +85,8 @@ async def create_alias(service: KeyService, name: str, key_ref: str) -> KeyRecor
         await service.store.create_alias(AliasRecord(name, key.key_id, now, now))
     except DuplicateError:
         raise AliasAlreadyExistsError(f"The alias {name!r} already exists.") from None
+    except LimitError as exc:
+        raise LimitExceededError(str(exc)) from None
     return key
 
 

@@ -7,8 +7,9 @@ ReEncrypt moves it to the current primary. CreateKeyVersion is a manual
 rotation (see ``rotation``): the new version becomes primary, and a key
 under an automatic policy is next due one interval later.
 
-Limits: at most 50 versions per key (Rejected.LimitExceeded), counting
-versions from automatic rotation too, which itself has no limit.
+Limits: at most 50 versions per key by default (``[limits] versions``;
+Rejected.LimitExceeded), counting versions from automatic rotation too,
+which itself has no limit.
 """
 
 from __future__ import annotations
@@ -55,12 +56,20 @@ def _check_versionable(key: KeyRecord) -> None:
             f"The key {key.key_id} is an HMAC key, which has a single version.")
 
 
+def _version_limit(service: KeyService) -> int:
+    # The store carries the configured [limits] versions, if any.
+    limits = getattr(service.store, "limits", None)
+    if limits is None or limits.versions is None:
+        return MAX_VERSIONS
+    return limits.versions
+
+
 def _check_limits(key: KeyRecord, versions: list[KeyVersionRecord],
-                  now: datetime.datetime) -> None:
-    if len(versions) >= MAX_VERSIONS:
+                  now: datetime.datetime, limit: int) -> None:
+    if len(versions) >= limit:
         raise LimitExceededError(
             f"The key {key.key_id} has {len(versions)} versions, and a key can "
-            f"have at most {MAX_VERSIONS}.")
+            f"have at most {limit}.")
     if key.key_spec in SYMMETRIC_KEY_BYTES or not versions:
         return
     newest = parse_time(versions[-1].creation_date)
@@ -81,14 +90,14 @@ async def create_key_version(service: KeyService, key_ref: str
         KeyDisabledError and the other 409 errors: the key is not Enabled.
         UnsupportedOriginError: the key material was imported.
         UnsupportedOperationError: the key is an HMAC key.
-        LimitExceededError: the key has 50 versions, or is asymmetric with
-            a version younger than 7 days.
+        LimitExceededError: the key has its limit of versions (50 by
+            default), or is asymmetric with a version younger than 7 days.
     """
     for _ in range(_CREATE_ATTEMPTS):
         key = await service.resolve(key_ref)
         _check_versionable(key)
         versions = await service.store.list_versions(key.key_id)
-        _check_limits(key, versions, service.clock.now())
+        _check_limits(key, versions, service.clock.now(), _version_limit(service))
         try:
             return await rotation.rotate(service, key)
         except ConflictError:

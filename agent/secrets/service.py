@@ -28,14 +28,14 @@ from agent.keystore.base import SYMMETRIC_KEY_BYTES
 from agent.secrets import envelope, stages as stage_rules, validate
 from agent.secrets.rotation import Rotator
 from agent.secrets.watch import ChangeNotifier
-from agent.store.base import ConflictError, DuplicateError, Store
+from agent.store.base import ConflictError, DuplicateError, LimitError, Store
 from agent.store.records import (
     ACS_CURRENT, AliasRecord, KeyRecord, SecretRecord, SecretVersionRecord,
     format_time,
 )
 from client.errors import (
-    CallerError, InternalFailureError, InvalidParameterError, ResourceExistError,
-    ResourceInDeleteWindowError, ResourceNotFoundError,
+    CallerError, InternalFailureError, InvalidParameterError, LimitExceededError,
+    ResourceExistError, ResourceInDeleteWindowError, ResourceNotFoundError,
 )
 
 DEFAULT_KEY_ALIAS = "alias/acs/secrets-manager"
@@ -242,6 +242,8 @@ class SecretService:
                 secret, _version(name, version_id, now, data_type, sealed), tags)
         except DuplicateError:
             raise _exists_error(await self.store.get_secret(name)) from None
+        except LimitError as exc:
+            raise LimitExceededError(str(exc)) from None
         finally:
             self.changed(name)
         return secret

@@ -22,6 +22,9 @@ import trio
 from agent.store.base import (
     ConflictError, DuplicateError, LimitError, Store, StoreError,
 )
+from agent.store.limits import (
+    ALIASES, KEYS, LIMITS_MIGRATION, ResourceLimits, alias_keystore, check_count,
+)
 from agent.store.sqlite_access import ACCESS_MIGRATION, SqliteAccessMixin
 from agent.store.sqlite_imports import IMPORTS_MIGRATION, SqliteImportsMixin
 from agent.store.sqlite_secrets import SECRETS_MIGRATION, SqliteSecretsMixin
@@ -93,6 +96,8 @@ MIGRATIONS: list[str] = [
     ACCESS_MIGRATION,
     # 4: public keys of versions, import tokens, imported material.
     IMPORTS_MIGRATION,
+    # 5: indexes for the resource count limits.
+    LIMITS_MIGRATION,
 ]
 
 _KEY_FIELDS = [f.name for f in dataclasses.fields(KeyRecord)]
@@ -152,7 +157,9 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
                   Store):
     """A ``Store`` on one SQLite file; see the module docstring."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, limits: ResourceLimits | None = None):
+        # Checked in the insert transactions; see agent.store.limits.
+        self.limits = limits or ResourceLimits()
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if data_dir.stat().st_mode & 0o007:
             raise StoreError(
@@ -204,6 +211,7 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
     async def insert_key(self, key: KeyRecord, version: KeyVersionRecord | None,
                          tags: dict[str, str]) -> None:
         def work(conn: sqlite3.Connection) -> None:
+            check_count(conn, self.limits, KEYS, key.keystore)
             values = dataclasses.asdict(key)
             values["seq"] = self._next_seq(conn)
             names = ", ".join(values)
@@ -291,6 +299,9 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
 
     async def create_alias(self, alias: AliasRecord) -> None:
         def work(conn: sqlite3.Connection) -> None:
+            keystore = alias_keystore(conn, alias.key_id)
+            if keystore is not None:
+                check_count(conn, self.limits, ALIASES, keystore)
             conn.execute("INSERT INTO aliases VALUES (?, ?, ?, ?)",
                          dataclasses.astuple(alias))
 

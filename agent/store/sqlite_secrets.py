@@ -14,6 +14,7 @@ import sqlite3
 from typing import Any, Callable, TypeVar
 
 from agent.store.base import RESOURCE_SECRET, ConflictError, StoreError
+from agent.store.limits import SECRETS, ResourceLimits, check_count
 from agent.store.records import SecretFilter, SecretRecord, SecretVersionRecord
 
 T = TypeVar("T")
@@ -122,10 +123,11 @@ def _delete_secret_rows(conn: sqlite3.Connection, secret_name: str) -> None:
 class SqliteSecretsMixin:
     """Secret methods of ``SqliteStore``; see the module docstring.
 
-    It relies on ``_write``, ``_read``, ``_next_seq`` and ``_reader`` of
-    the class it is mixed into.
+    It relies on ``_write``, ``_read``, ``_next_seq``, ``_reader`` and
+    ``limits`` of the class it is mixed into.
     """
 
+    limits: ResourceLimits
     _reader: sqlite3.Connection
     _write: Callable[..., Any]
     _read: Callable[..., list[sqlite3.Row]]
@@ -147,6 +149,7 @@ class SqliteSecretsMixin:
     async def insert_secret(self, secret: SecretRecord, version: SecretVersionRecord,
                             tags: dict[str, str]) -> None:
         def work(conn: sqlite3.Connection) -> None:
+            check_count(conn, self.limits, SECRETS, secret.keystore)
             values = {name: getattr(secret, name) for name in _SECRET_COLUMNS}
             values["seq"] = self._next_seq(conn)
             names = ", ".join(values)
