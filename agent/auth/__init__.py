@@ -5,6 +5,7 @@ to a configured principal; ``policy`` contains the templates each
 principal has on which resources; ``rules`` maps every operation to a template and
 the resources it names; ``resource_policy`` parses key and secret
 policies; ``client_keys`` issues and verifies client keys; ``control``
-holds the configuration in force and reloads it; ``stage`` authorizes
-each request; ``ops`` are the operations of this package.
+holds the configuration in force and reloads it; ``runtime`` builds it
+for the daemon; ``stage`` authorizes each request; ``ops`` are the
+operations of this package.
 """

@@ -1,20 +1,16 @@
-"""Access control in the running daemon: build it, log it, reload it.
+"""Access control in the running daemon: build it and log it.
 
 ``build_access`` makes the ``AccessControl`` the server and the stage
-share, with a loader that rereads the configuration file. SIGHUP and
-the ``ReloadPolicies`` operation both call ``AccessControl.reload``. A
-file that fails to load is refused whole and the old configuration
-stays. No connection is dropped either way.
+share, with a loader that rereads the configuration file. The SIGHUP
+reload hook and the ``ReloadPolicies`` operation both call
+``AccessControl.reload``. A file that fails to load is refused whole and
+the old configuration stays. No connection is dropped either way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-from typing import Awaitable, Callable
-
-import trio
 
 from agent.auth.client_keys import ClientKeyService
 from agent.auth.control import AccessControl
@@ -23,7 +19,6 @@ from agent.config import AgentConfig, ConfigError, reload_access
 from agent.context import Clock
 from agent.logs import log
 from agent.store.access import AccessStore
-from client.errors import InvalidConfigurationError
 
 
 def build_access(config: AgentConfig, store: AccessStore,
@@ -56,18 +51,3 @@ def log_access(access: AccessConfig, message: str = "access control in force") -
     if not access.grants:
         log(logging.WARNING, "no [policies] configured: every request is refused")
 
-
-async def reload_on_sighup(control: AccessControl,
-                           after: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Reload the access configuration on every SIGHUP, then run ``after``."""
-    with trio.open_signal_receiver(signal.SIGHUP) as signals:
-        async for _ in signals:
-            try:
-                access = control.reload()
-            except InvalidConfigurationError as exc:
-                log(logging.ERROR, "configuration reload failed; the previous "
-                    "access configuration stays in force", error=exc.message)
-            else:
-                log_access(access, "access control reloaded")
-            if after is not None:
-                await after()
