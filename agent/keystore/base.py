@@ -190,6 +190,30 @@ class Keystore(abc.ABC):
         """
         raise ValueError(f"keystore {self.name} cannot import key material")
 
+    async def import_key_pair(self, version_id: str, key_spec: str,
+                              protection_level: str, pkcs8: bytes) -> KeyMaterial:
+        """Seal an existing private key (PKCS#8 DER) as a version's key pair.
+
+        Returns:
+            The private key sealed, with ``public_key`` set.
+        Raises:
+            ValueError: the key is not of ``key_spec``, or the spec or
+                protection level is not supported.
+        """
+        raise ValueError(f"keystore {self.name} cannot import key pairs")
+
+    async def export_private_key(self, material: KeyMaterial) -> bytes:
+        """Return the private key of a key pair as unencrypted PKCS#8 DER.
+
+        The keystore exports any key pair it holds; the caller decides
+        whether the key may leave (see ``agent.certificates``).
+
+        Raises:
+            DecryptionFailed: the material does not unseal.
+            ValueError: the material is not a key pair of this keystore.
+        """
+        raise ValueError(f"keystore {self.name} cannot export key pairs")
+
     @abc.abstractmethod
     def status(self) -> dict:
         """Return a small map describing health, for logs and health checks."""

@@ -36,6 +36,7 @@ from agent.keystore.base import (
     SYMMETRIC_KEY_BYTES, DecryptionFailed, InvalidImportedMaterial, KeyMaterial,
     Keystore,
 )
+from agent.keystore.key_transfer import hsm_export, hsm_import, pair_public_key
 from agent.keystore.software_asymmetric import (
     WORKER, SoftwareMacKey, check_imported_length, check_sealed_software,
     key_check_value, software_material, software_pair_from, software_unwrap,
@@ -369,6 +370,25 @@ class Pkcs11AsymmetricMixin(Keystore):
         return await self._run(WORKER, self._pair_import, version_id, key_spec,
                                protection_level, wrapping_key, wrapping_algorithm,
                                encrypted, check_block)
+
+    async def import_key_pair(self, version_id: str, key_spec: str,
+                              protection_level: str, pkcs8: bytes) -> KeyMaterial:
+        self._check_spec(key_spec, protection_level, ASYMMETRIC_SPECS)
+        spki = pair_public_key(key_spec, pkcs8)
+        if protection_level == HSM:
+            sealed = await self._run(WORKER, hsm_import, version_id, key_spec, pkcs8,
+                                     _PRIVATE_TEMPLATE, _kwp, _token()._seal)
+            return KeyMaterial(version_id, key_spec, HSM, _token().WRAPPED_KWP_GCM,
+                               sealed, spki)
+        sealed = await self._run(0, _token()._seal, version_id, pkcs8)
+        return software_material(version_id, key_spec, sealed, spki)
+
+    async def export_private_key(self, material: KeyMaterial) -> bytes:
+        if _is_hsm(material, ASYMMETRIC_SPECS):
+            return await self._run(WORKER, hsm_export, material, _PRIVATE_TEMPLATE,
+                                   _token()._unseal)
+        plain = await self._run(0, _token()._unseal, material)
+        return plain[0]
 
     # --- SOFTWARE keys, sealed under the token's domain key ----------------
 

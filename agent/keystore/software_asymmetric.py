@@ -28,6 +28,7 @@ from agent.keystore.base import (
     SYMMETRIC_KEY_BYTES, DecryptionFailed, InvalidImportedMaterial, KeyMaterial,
     Keystore,
 )
+from agent.keystore.key_transfer import pair_public_key
 
 # A size above ``software.INLINE_MAX_BYTES``, so ``Offload`` runs the call
 # in a worker thread.
@@ -193,6 +194,18 @@ class SoftwareAsymmetricMixin(Keystore):
         fingerprint = key_check_value(key_spec, key, check_block)
         sealed = self._seal_secret(version_id, key)
         return software_material(version_id, key_spec, sealed), fingerprint
+
+    async def import_key_pair(self, version_id: str, key_spec: str,
+                              protection_level: str, pkcs8: bytes) -> KeyMaterial:
+        if key_spec not in ASYMMETRIC_SPECS or protection_level != SOFTWARE:
+            raise ValueError(f"{key_spec} with {protection_level} is not supported")
+        spki = await self._offload.run(WORKER, pair_public_key, key_spec, pkcs8)
+        sealed = self._seal_secret(version_id, pkcs8)
+        return software_material(version_id, key_spec, sealed, spki)
+
+    async def export_private_key(self, material: KeyMaterial) -> bytes:
+        check_sealed_software(material, ASYMMETRIC_SPECS)
+        return self._unseal_secret(material)
 
     def _pair_of(self, material: KeyMaterial) -> SoftwareKeyPair:
         pair = self._materials.get(material.version_id)
