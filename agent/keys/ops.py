@@ -113,7 +113,8 @@ async def create_key(services: Any, ctx: RequestContext, values: dict) -> dict:
         protection_level=values.get("ProtectionLevel"),
         description=values.get("Description", ""), tags=tags,
         keystore_name=values.get("DKMSInstanceId"),
-        creator=str(ctx.peer.uid if ctx.peer.uid is not None else "local"),
+        creator=ctx.principal or str(ctx.peer.uid if ctx.peer.uid is not None
+                                     else "local"),
         rotation_interval=rotation.requested_interval(values))
     _note(ctx, key, key.primary_version_id)
     return {"KeyMetadata": key_metadata(service, key)}

@@ -127,7 +127,7 @@ class Dispatcher:
             level = logging.WARNING
         log(level, "request",
             op=ctx.operation, code=failure.code if failure else "OK",
-            request_id=ctx.request_id, key_id=ctx.key_id,
+            request_id=ctx.request_id, principal=ctx.principal, key_id=ctx.key_id,
             key_version=ctx.key_version_id, peer_uid=ctx.peer.uid,
             peer_pid=ctx.peer.pid,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
