@@ -4,8 +4,9 @@
 like the Alibaba Cloud CLI, and prints the reply as indented JSON with
 bytes as Base64. ``encrypt-file`` and ``decrypt-file`` run the streaming
 envelope format of ``client.envelope``; ``audit verify`` checks the hash
-chain of audit files (``client.audit``). Values are converted by name and
-form, as ``HELP`` describes. Errors go to stderr as a JSON map of Code,
+chain of audit files (``client.audit``), and ``gateway`` writes the HTTP
+gateway's credentials (``client.gateway``). Values are converted by name
+and form, as ``HELP`` describes. Errors go to stderr as a JSON map of Code,
 Message, HttpStatus and RequestId. The exit status is 1 for caller
 errors (HTTP 4xx and bad arguments) and 2 for agent or connection errors.
 """
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn, TextIO
 
-from client import admin, audit, envelope, startup
+from client import admin, audit, envelope, gateway, startup
 from client.errors import (
     InvalidParameterError,
     KmsError,
@@ -72,6 +73,7 @@ usage: kmsctl [--socket PATH] [--timeout SECONDS] <Operation> [--ParamName VALUE
        kmsctl [options] get-secret NAME | exec --env VAR=SECRET ... -- PROGRAM
        kmsctl [options] render TEMPLATE OUTPUT
        kmsctl audit verify FILE [FILE ...]
+       kmsctl gateway create-access-key | create-client-key --principal NAME ...
        kmsctl [options] health [--live] | backup OUT
 
 Calls one operation of the agent, named as in the Alibaba Cloud KMS API,
@@ -95,6 +97,8 @@ Commands:
                  describes them
   audit verify   check the hash chain of agent audit files; exits 1 and
                  names the first bad line when a file was altered
+  gateway        create AccessKey pairs and client key files for the HTTP
+                 gateway; kmsctl gateway --help describes them
 
 Options:
   --socket PATH      agent socket (default: ${SOCKET_ENV}, else the client default)
@@ -155,6 +159,8 @@ def run(argv: list[str], *, client_factory: ClientFactory | None = None,
     stderr = stderr if stderr is not None else sys.stderr
     if argv[:1] == ["audit"]:
         return audit.run(argv[1:], stdout, stderr)
+    if argv[:1] == ["gateway"]:
+        return gateway.run(argv[1:], stdout, stderr)
     try:
         if admin.find_command(argv) is not None:
             return admin.run(argv, client_factory=client_factory, stdout=stdout,
