@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 
 from agent.store.access import AccessStore
+from agent.store.certificates import CertificateStore
 from agent.store.imports import ImportStore
 from agent.store.records import (
     AliasRecord, KeyFilter, KeyRecord, KeyVersionRecord, SecretFilter, SecretRecord,
@@ -118,8 +119,9 @@ class SecretStore(abc.ABC):
         excluding secrets in their recovery window."""
 
 
-class Store(SecretStore, AccessStore, ImportStore):
-    """Keys, key versions, aliases and tags of every keystore, and secrets."""
+class Store(SecretStore, AccessStore, ImportStore, CertificateStore):
+    """Keys, key versions, aliases and tags of every keystore, secrets and
+    certificates."""
 
     @abc.abstractmethod
     async def insert_key(self, key: KeyRecord, version: KeyVersionRecord | None,

@@ -26,6 +26,9 @@ from agent.store.limits import (
     ALIASES, KEYS, LIMITS_MIGRATION, ResourceLimits, alias_keystore, check_count,
 )
 from agent.store.sqlite_access import ACCESS_MIGRATION, SqliteAccessMixin
+from agent.store.sqlite_certificates import (
+    CERTIFICATES_MIGRATION, SqliteCertificatesMixin,
+)
 from agent.store.sqlite_imports import IMPORTS_MIGRATION, SqliteImportsMixin
 from agent.store.sqlite_secrets import SECRETS_MIGRATION, SqliteSecretsMixin
 from agent.store.records import (
@@ -98,6 +101,8 @@ MIGRATIONS: list[str] = [
     IMPORTS_MIGRATION,
     # 5: indexes for the resource count limits.
     LIMITS_MIGRATION,
+    # 6: certificates and their key pairs.
+    CERTIFICATES_MIGRATION,
 ]
 
 _KEY_FIELDS = [f.name for f in dataclasses.fields(KeyRecord)]
@@ -154,7 +159,7 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
-                  Store):
+                  SqliteCertificatesMixin, Store):
     """A ``Store`` on one SQLite file; see the module docstring."""
 
     def __init__(self, data_dir: Path, limits: ResourceLimits | None = None):
