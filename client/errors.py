@@ -400,6 +400,71 @@ class InvalidAccessKeyIdError(CallerError):
     default_message = "The AccessKey ID is not found."
 
 
+# --- the Certificates Manager -----------------------------------------------
+
+
+class CertificateNotFoundError(CallerError):
+    code = "Certificate.NotFound"
+    http_status = 404
+    default_message = "The specified certificate is not found."
+
+
+class CertificateStatusError(CallerError):
+    """The certificate's status forbids the operation.
+
+    PENDING certificates have no certificate yet, INACTIVE ones do
+    nothing until reactivated, and REVOKED ones only verify signatures.
+    """
+
+    code = "Certificate.InvalidStatus"
+    http_status = 409
+    default_message = "The certificate's status does not allow this operation."
+
+
+class CertificateMalformedError(CallerError):
+    """A certificate, chain or PKCS#12 file cannot be parsed or opened."""
+
+    code = "Certificate.Malformed"
+    default_message = "The certificate data cannot be parsed."
+
+
+class CertificateKeyMismatchError(CallerError):
+    """The certificate's public key is not the public key of its key pair."""
+
+    code = "Certificate.KeyMismatch"
+    default_message = "The certificate does not match the certificate's key pair."
+
+
+class CertificateChainIncompleteError(CallerError):
+    """The chain lacks the issuer of one of its certificates; the message
+    names that issuer."""
+
+    code = "Certificate.ChainIncomplete"
+    default_message = "The certificate chain does not lead to a self-signed root."
+
+
+class CertificateChainInvalidError(CallerError):
+    """A chain link fails: a bad signature, an issuer that is no CA, a
+    path length or a name constraint that the chain violates."""
+
+    code = "Certificate.ChainInvalid"
+    default_message = "The certificate chain is not valid."
+
+
+class CertificateOutsideValidityError(CallerError):
+    """The certificate or one of its issuers is expired or not valid yet."""
+
+    code = "Certificate.OutsideValidity"
+    http_status = 409
+    default_message = "The certificate is outside its validity period."
+
+
+class CertificateNotExportableError(CallerError):
+    code = "Certificate.NotExportable"
+    http_status = 403
+    default_message = "The certificate's private key is not exportable."
+
+
 # --- raised by the client library itself, never sent by the agent -----------
 
 
