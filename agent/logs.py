@@ -89,3 +89,34 @@ def setup_logging(level: str, log_format: str, stream: TextIO | None = None) -> 
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+
+
+class LogThrottle:
+    """Allow at most ``per_second`` lines of one kind; count the rest.
+
+    Used for lines a caller can trigger at will, such as protocol errors,
+    so a flood of bad frames cannot fill the disk.
+    """
+
+    def __init__(self, per_second: int = 10):
+        self.per_second = per_second
+        self._window = 0.0
+        self._used = 0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        """Return whether a line may be written now."""
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self._window = now
+            self._used = 0
+        if self._used < self.per_second:
+            self._used += 1
+            return True
+        self.suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int | None:
+        """Return and reset the count of suppressed lines, or None if zero."""
+        count, self.suppressed = self.suppressed, 0
+        return count or None

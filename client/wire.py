@@ -355,6 +355,11 @@ class Connection:
         """The number of received bytes not yet turned into events."""
         return len(self._buffer) - self._offset
 
+    @property
+    def in_frame(self) -> bool:
+        """Whether a frame has started arriving and is not complete yet."""
+        return bool(self._skip) or len(self._buffer) > self._offset
+
     # --- receiving ------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:

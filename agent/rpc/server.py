@@ -20,10 +20,12 @@ up to a deadline, then cancels what is left.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import grp
 import logging
+import math
 import os
 import socket
 import struct
@@ -35,10 +37,12 @@ import trio
 from agent.auth.control import AccessControl
 from agent.auth.principals import process_groups, process_start_time
 from agent.context import Peer, RequestContext
-from agent.logs import LOGGER_NAME, log
+from agent.logs import LOGGER_NAME, LogThrottle, log
 from agent.rpc.dispatch import Dispatcher
 from client import wire
-from client.errors import InternalFailureError, KmsError
+from client.errors import (
+    InternalFailureError, KmsError, ReadTimeoutError, ServiceUnavailableError,
+)
 
 MAX_IN_FLIGHT_PER_CONNECTION = 128
 READ_CHUNK_BYTES = 65536
@@ -47,6 +51,23 @@ _PEERCRED = struct.Struct("3i")
 # SO_PEERGROUPS (Linux 4.13) is missing from the socket module of Python 3.11.
 _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 _MAX_GROUPS = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionLimits:
+    """Bounds that keep one caller from exhausting the agent.
+
+    Timeouts are in seconds: the hello must arrive within
+    ``handshake_timeout``, a frame that has started must complete within
+    ``frame_timeout``, and a connection with nothing in flight is closed
+    after ``idle_timeout``.
+    """
+
+    max_connections: int = 1024
+    max_connections_per_uid: int = 256
+    handshake_timeout: float = 10.0
+    frame_timeout: float = 30.0
+    idle_timeout: float = 300.0
 
 
 class StartupError(Exception):
@@ -91,11 +112,13 @@ def _peer_groups(sock: Any) -> tuple[int, ...] | None:
 class _Session:
     """What the handshake established about one connection."""
 
-    def __init__(self, peer: Peer):
+    def __init__(self, peer: Peer, handshake_timeout: float):
         self.peer = peer
         self.client_key_id: str | None = None
         self.offered_key_id: str | None = None
         self.nonce = b""
+        self.welcomed = False
+        self.handshake_deadline = trio.current_time() + handshake_timeout
 
 
 class SocketLock:
@@ -167,7 +190,11 @@ class Server:
     """Serve the dispatcher on a bound listening socket."""
 
     def __init__(self, listener: socket.socket, dispatcher: Dispatcher,
-                 max_frame_bytes: int, access: AccessControl | None = None):
+                 max_frame_bytes: int, access: AccessControl | None = None,
+                 limits: ConnectionLimits = ConnectionLimits()):
+        self._limits = limits
+        self._per_uid: dict[int | None, int] = {}
+        self._log_throttle = LogThrottle()
         self._listener = trio.socket.from_stdlib_socket(listener)
         self._dispatcher = dispatcher
         self._max_frame = max_frame_bytes
@@ -203,17 +230,56 @@ class Server:
         conn = wire.Connection(wire.Role.SERVER, max_frame_size=self._max_frame)
         send_lock = trio.Lock()
         slots = trio.Semaphore(MAX_IN_FLIGHT_PER_CONNECTION)
+        if not self._admit(peer):
+            async with stream:
+                await self._send(stream, send_lock, conn.send(wire.error_response(
+                    ServiceUnavailableError("The agent has too many connections; "
+                                            "close idle ones and retry."))))
+            return
         self.connections += 1
+        self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
         try:
             async with stream, trio.open_nursery() as requests:
                 scope = trio.CancelScope()
                 self._read_scopes.add(scope)
+                session = _Session(peer, self._limits.handshake_timeout)
                 with scope:
-                    await self._read_loop(stream, conn, _Session(peer), send_lock,
-                                          slots, requests)
+                    await self._read_loop(stream, conn, session, send_lock, slots,
+                                          requests)
                 self._read_scopes.discard(scope)
         finally:
             self.connections -= 1
+            self._per_uid[peer.uid] -= 1
+            if not self._per_uid[peer.uid]:
+                del self._per_uid[peer.uid]
+
+    def _admit(self, peer: Peer) -> bool:
+        limits = self._limits
+        if (self.connections < limits.max_connections and self._per_uid.get(
+                peer.uid, 0) < limits.max_connections_per_uid):
+            return True
+        self._note("connection refused: too many connections", peer,
+                   ServiceUnavailableError.code)
+        return False
+
+    def _note(self, message: str, peer: Peer, code: str,
+              detail: str | None = None) -> None:
+        # Callers can trigger these lines at will, so they are rate-limited.
+        if self._log_throttle.allow():
+            log(logging.INFO, message, code=code, peer_uid=peer.uid,
+                peer_pid=peer.pid, detail=detail,
+                count=self._log_throttle.take_suppressed())
+
+    def _read_timeout(self, conn: wire.Connection, session: _Session,
+                      slots: trio.Semaphore) -> float:
+        limits = self._limits
+        if not session.welcomed:
+            return max(0.0, session.handshake_deadline - trio.current_time())
+        if conn.in_frame:
+            return limits.frame_timeout
+        if slots.value < MAX_IN_FLIGHT_PER_CONNECTION:
+            return math.inf
+        return limits.idle_timeout
 
     async def _read_loop(self, stream: trio.SocketStream, conn: wire.Connection,
                          session: _Session, send_lock: trio.Lock,
@@ -222,10 +288,17 @@ class Server:
         while True:
             event = conn.next_event()
             if event is wire.NEED_DATA:
-                try:
-                    data = await stream.receive_some(READ_CHUNK_BYTES)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+                data = b""
+                with trio.move_on_after(self._read_timeout(conn, session, slots)) \
+                        as timer:
+                    try:
+                        data = await stream.receive_some(READ_CHUNK_BYTES)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                if timer.cancelled_caught:
+                    self._note("connection closed: timed out", peer,
+                               ReadTimeoutError.code)
+                    return
                 conn.receive_data(data)
             elif event is wire.CLOSED:
                 return
@@ -236,13 +309,13 @@ class Server:
                                     slots, session, event)
             elif isinstance(event, (wire.Hello, wire.Proof)):
                 reply = await self._handshake(session, event)
+                session.welcomed = isinstance(reply, wire.Welcome)
                 await self._send(stream, send_lock, conn.send(reply))
                 if isinstance(reply, wire.Response):
                     return
             elif isinstance(event, wire.ProtocolError):
-                log(logging.INFO, "protocol error", code=event.error.code,
-                    peer_uid=peer.uid, peer_pid=peer.pid,
-                    detail=event.error.message)
+                self._note("protocol error", peer, event.error.code,
+                           event.error.message)
                 await self._send(stream, send_lock, conn.send(
                     wire.error_response(event.error, event.request_id)))
                 if event.fatal:
