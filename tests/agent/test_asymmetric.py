@@ -182,7 +182,8 @@ async def test_ecdsa_signature_is_der(agent):
                              Algorithm="ECDSA_SHA_256", Digest=DIGEST)
     r, s = utils.decode_dss_signature(reply["Value"])
     assert reply["Value"][0] == 0x30
-    assert r > 0 and s > 0
+    assert r > 0
+    assert s > 0
 
 
 async def test_foreign_key_signature_is_false(agent):

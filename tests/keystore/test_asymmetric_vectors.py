@@ -1,10 +1,10 @@
 """Negative vectors for RSA-OAEP decryption and ECDSA verification.
 
 The vectors in tests/vectors/wycheproof/ (see generate.py there) run
-through every decryption path the agent has: cryptography for SOFTWARE
-keys, the token for HSM keys (SHA-1 in CKM_RSA_PKCS_OAEP, SHA-256 as raw
-RSA plus ``oaep_decode``), and ``oaep_decode`` alone after a raw RSA
-computed here. ECDSA vectors run through the agent's verify.
+through every decryption path the agent has. SOFTWARE keys decrypt with
+cryptography. HSM keys decrypt in the token: SHA-1 with CKM_RSA_PKCS_OAEP,
+SHA-256 as raw RSA plus ``oaep_decode``. And ``oaep_decode`` also runs
+alone after a raw RSA computed here. ECDSA vectors run through the agent's verify.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Generate the negative test vectors for RSA-OAEP and ECDSA verification.
 
 No package on PyPI ships Project Wycheproof's JSON files, so these are
-vectors in the same spirit, derived with cryptography: each file holds
+vectors in the same spirit, derived with cryptography. Each file contains
 one key and cases marked valid or invalid, with a comment naming the
 flaw. OAEP cases build the encoded block by hand (RFC 8017, 7.1.1) and
 encrypt it with raw RSA, so padding faults reach the decoder. Run
