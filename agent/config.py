@@ -18,6 +18,8 @@ from typing import Any
 from agent.auth.policy import AccessConfig, implicit_access, parse_access
 from agent.auth.principals import AccessConfigError
 from agent.keystore import KeystoreSettings
+from agent.rpc.limits import ConnectionLimits
+from agent.ops.settings import METRICS_KEYS, MetricsConfig, metrics_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,10 +61,13 @@ class AgentConfig:
     audit: "AuditConfig" = dataclasses.field(default_factory=lambda: AuditConfig())
     quotas: "QuotaConfig" = dataclasses.field(default_factory=lambda: QuotaConfig())
     limits: "LimitsConfig" = dataclasses.field(default_factory=lambda: LimitsConfig())
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     # Principals and policies, from this file or from agent.policy_file.
     access: AccessConfig = dataclasses.field(default_factory=implicit_access)
     # The file this configuration was loaded from, for reloading.
     path: Path | None = None
+    connection_limits: ConnectionLimits = dataclasses.field(
+        default_factory=ConnectionLimits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +189,11 @@ _AGENT_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "purge_interval": ((int, float), 60),
     "rotation_check_interval": ((int, float), 60),
     "policy_file": ((str,), None),
+    "max_connections": ((int,), 1024),
+    "max_connections_per_uid": ((int,), 256),
+    "handshake_timeout": ((int, float), 10),
+    "frame_timeout": ((int, float), 30),
+    "idle_timeout": ((int, float), 300),
 }
 
 _SECRETS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -289,7 +299,8 @@ def reload_access(path: Path, keystores: set[str]) -> AccessConfig:
 def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     """Validate a parsed TOML document; relative paths join ``base_dir``."""
     _check_unknown(raw, {"agent", "log", "keystores", "secrets", "data_key_cache",
-                         "principals", "policies", "audit", "quotas", "limits"}, "")
+                         "principals", "policies", "audit", "quotas", "limits",
+                         "metrics"}, "")
     agent = _section(raw, "agent", _AGENT_KEYS)
     log = _section(raw, "log", _LOG_KEYS)
     keystores = _parse_keystores(raw.get("keystores"), base_dir)
@@ -324,7 +335,20 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         audit=_parse_audit(raw, base_dir),
         quotas=_parse_quotas(raw),
         limits=_parse_limits(raw),
+        metrics=_parse_metrics(raw, base_dir),
         access=_parse_access(raw, agent["policy_file"], base_dir, set(keystores)),
+        connection_limits=ConnectionLimits(
+            max_connections=_in_range(
+                "agent.max_connections", agent["max_connections"], 1, 1_000_000),
+            max_connections_per_uid=_in_range(
+                "agent.max_connections_per_uid", agent["max_connections_per_uid"],
+                1, 1_000_000),
+            handshake_timeout=float(_in_range(
+                "agent.handshake_timeout", agent["handshake_timeout"], 0.1, 3600)),
+            frame_timeout=float(_in_range(
+                "agent.frame_timeout", agent["frame_timeout"], 0.1, 3600)),
+            idle_timeout=float(_in_range(
+                "agent.idle_timeout", agent["idle_timeout"], 0.1, 86400))),
     )
 
 
@@ -434,6 +458,13 @@ def _parse_quotas(raw: dict[str, Any]) -> QuotaConfig:
         _in_range(f"quotas.{burst_key}", burst, 1, 10**7)
         rates[name] = (float(rate), float(burst))
     return QuotaConfig(values["enabled"], rates, values["max_callers"])
+
+
+def _parse_metrics(raw: dict[str, Any], base_dir: Path) -> MetricsConfig:
+    try:
+        return metrics_config(_section(raw, "metrics", METRICS_KEYS), base_dir)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _parse_limits(raw: dict[str, Any]) -> LimitsConfig:

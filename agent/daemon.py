@@ -8,8 +8,12 @@ everything. It logs one line when it is ready and one when it stops.
 A keystore that fails to open is logged and replaced by an
 ``UnavailableKeystore``, so the others are served and its resources get
 ServiceUnavailableTemporary; the agent refuses to start only when none
-opens. SIGHUP reloads the principals and policies, retries the
-keystores that failed and reopens the audit file (for log rotation).
+opens. SIGHUP runs the hooks of ``agent.ops.reload``: the log level,
+principals and policies, cache limits, a retry of the keystores that
+failed and a reopen of the audit file (for log rotation).
+
+``agent.ops.runtime`` adds what a service manager needs: systemd
+notification and socket activation, health, metrics and backups.
 """
 
 from __future__ import annotations
@@ -25,21 +29,23 @@ import trio
 from agent.audit import AuditFileError, AuditStage, AuditTrail, open_trail
 from agent.auth import ops as auth_ops
 from agent.auth.control import AccessControl
-from agent.auth.runtime import build_access, log_access, reload_on_sighup
+from agent.auth.runtime import build_access, log_access
 from agent.auth.stage import AccessStage
 from agent.config import AgentConfig
 from agent.cache import ops as cache_ops
 from agent.cache.data_keys import DataKeyCache
 from agent.context import Clock
 from agent.keys import ops as key_ops
-from agent.keys import random_ops, rotation, versions
+from agent.keys import asymmetric, byok, export, mac, random_ops, rotation, versions
 from agent.keys.service import KeyService
 from agent.keystore import Keystore, KeystoreUnavailable, open_keystore
 from agent.keystore.unavailable import UnavailableKeystore
 from agent.logs import log
+from agent.ops import backup_ops, health, reload_hooks
+from agent.ops.runtime import OpsRuntime
 from agent.quotas import QuotaStage, QuotaTable, Rate
 from agent.rpc.dispatch import Dispatcher, Operation, Stage
-from agent.rpc.server import Server, SocketLock, StartupError, bind_socket
+from agent.rpc.server import Server, SocketLock, StartupError
 from agent.secrets import lifecycle
 from agent.secrets import ops as secret_ops
 from agent.secrets.service import SecretService
@@ -56,13 +62,17 @@ class Services:
     secrets: SecretService | None = None
     data_keys: DataKeyCache | None = None
     auth: AccessControl | None = None
+    # Health, backups and metrics (agent.ops.runtime.OpsRuntime).
+    ops: Any = None
 
 
 def all_operations() -> list[Operation]:
     """Return the operation table of every service."""
     return [*key_ops.OPERATIONS, *versions.OPERATIONS, *rotation.OPERATIONS,
             *random_ops.OPERATIONS, *secret_ops.OPERATIONS, *cache_ops.OPERATIONS,
-            *auth_ops.OPERATIONS]
+            *auth_ops.OPERATIONS, *asymmetric.OPERATIONS, *mac.OPERATIONS,
+            *byok.OPERATIONS, *export.OPERATIONS, *health.OPERATIONS,
+            *backup_ops.OPERATIONS]
 
 
 async def open_keystores(config: AgentConfig) -> dict[str, Keystore]:
@@ -182,7 +192,6 @@ async def _watch_signals(server: Server, config: AgentConfig,
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log(logging.INFO, "stopping", signal=signal.Signals(signum).name)
-            # Long polls return now instead of holding the drain open.
             before_drain()
             await server.drain(config.drain_timeout)
             cancel_scope.cancel()
@@ -192,19 +201,24 @@ async def _watch_signals(server: Server, config: AgentConfig,
 async def run_agent(config: AgentConfig, clock: Clock | None = None,
                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Run the agent until a stop signal; see the module docstring."""
+    ops = OpsRuntime.from_environ(config)
     lock = SocketLock(config.socket)
     if not config.socket.parent.is_dir():
         raise StartupError(f"socket directory {config.socket.parent} does not exist")
     lock.acquire()
     try:
+        ops.notifier.status("opening keystores")
         keystores = await open_keystores(config)
         try:
-            await _serve(config, keystores, clock or Clock(), task_status)
+            await _serve(config, keystores, clock or Clock(), task_status, ops)
         finally:
             for keystore in keystores.values():
                 await keystore.aclose()
     finally:
-        config.socket.unlink(missing_ok=True)
+        # A socket passed by systemd stays: the socket unit owns the path.
+        if not ops.socket_activated:
+            config.socket.unlink(missing_ok=True)
+        ops.close()
         lock.release()
     log(logging.INFO, "stopped")
 
@@ -243,8 +257,29 @@ async def _after_reload(config: AgentConfig, keystores: dict[str, Keystore],
         await trail.reopen()
 
 
+def _register_reloads(ops: OpsRuntime, config: AgentConfig, services: Services,
+                      keystores: dict[str, Keystore], trail: AuditTrail | None) -> None:
+    hooks = ops.reloads
+    hooks.register("restart-only settings", reload_hooks.restart_check_hook(config))
+    hooks.register("log level", reload_hooks.log_level_hook())
+    hooks.register("access control", reload_hooks.access_hook(
+        services.auth, lambda access: log_access(access, "access control reloaded")))
+    hooks.register("cache limits", reload_hooks.cache_limits_hook(
+        services.secrets, services.data_keys))
+    # Runs even with a broken file: log rotation needs the audit file
+    # reopened whatever the configuration says.
+    hooks.register("keystores and audit file", reload_hooks.call_hook(
+        lambda: _after_reload(config, keystores, trail)), always=True)
+
+
+def _before_drain(ops: OpsRuntime, secrets: SecretService) -> None:
+    ops.stopping()
+    # Long polls return now instead of holding the drain open.
+    secrets.notifier.close()
+
+
 async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clock,
-                 task_status: Any) -> None:
+                 task_status: Any, ops: OpsRuntime) -> None:
     try:
         store = SqliteStore(config.data_dir, ResourceLimits(
             **dataclasses.asdict(config.limits)))
@@ -266,28 +301,33 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
             time.monotonic)
         access = build_access(config, store, clock)
         services = Services(keys=keys, secrets=secrets, data_keys=data_keys,
-                            auth=access)
+                            auth=access, ops=ops)
+        ops.attach(keystores, store, services)
         trail = _open_audit(config, clock)
+        # The metrics stage is first, so its after() sees the final code.
         dispatcher = Dispatcher(all_operations(), services,
-                                stages=_stages(config, services, trail))
-        listener = bind_socket(config.socket, config.socket_mode, config.socket_group)
-        server = Server(listener, dispatcher, config.max_frame_bytes, access)
+                                stages=[ops.stage, *_stages(config, services, trail)])
+        server = Server(ops.listen(), dispatcher, config.max_frame_bytes, access,
+                        config.connection_limits)
+        await ops.serving(server)
+        _register_reloads(ops, config, services, keystores, trail)
         log_access(access.config)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, server, config, nursery.cancel_scope,
-                               secrets.notifier.close)
-            nursery.start_soon(reload_on_sighup, access,
-                               lambda: _after_reload(config, keystores, trail))
+                               lambda: _before_drain(ops, secrets))
+            await ops.start(nursery)
             if trail is not None:
                 await nursery.start(trail.run)
             await nursery.start(server.serve)
             nursery.start_soon(purge_loop, keys, config.purge_interval)
+            nursery.start_soon(byok.expiry_loop, keys, config.purge_interval)
             nursery.start_soon(secret_purge_loop, secrets, config.purge_interval)
             nursery.start_soon(secret_rotation_loop, secrets,
                                config.secrets.rotation_check_interval)
             nursery.start_soon(rotation_loop, keys, config.rotation_check_interval)
             log(logging.INFO, "ready", socket=str(config.socket),
                 keystore=",".join(keystores), store=str(store.path))
+            ops.ready()
             task_status.started(server)
     finally:
         await store.aclose()

@@ -20,12 +20,10 @@ up to a deadline, then cancels what is left.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import grp
 import logging
-import math
 import os
 import socket
 import struct
@@ -39,6 +37,7 @@ from agent.auth.principals import process_groups, process_start_time
 from agent.context import Peer, RequestContext
 from agent.logs import LOGGER_NAME, LogThrottle, log
 from agent.rpc.dispatch import Dispatcher
+from agent.rpc.limits import ConnectionLimits
 from client import wire
 from client.errors import (
     InternalFailureError, KmsError, ReadTimeoutError, ServiceUnavailableError,
@@ -51,23 +50,6 @@ _PEERCRED = struct.Struct("3i")
 # SO_PEERGROUPS (Linux 4.13) is missing from the socket module of Python 3.11.
 _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 _MAX_GROUPS = 65536
-
-
-@dataclasses.dataclass(frozen=True)
-class ConnectionLimits:
-    """Bounds that keep one caller from exhausting the agent.
-
-    Timeouts are in seconds: the hello must arrive within
-    ``handshake_timeout``, a frame that has started must complete within
-    ``frame_timeout``, and a connection with nothing in flight is closed
-    after ``idle_timeout``.
-    """
-
-    max_connections: int = 1024
-    max_connections_per_uid: int = 256
-    handshake_timeout: float = 10.0
-    frame_timeout: float = 30.0
-    idle_timeout: float = 300.0
 
 
 class StartupError(Exception):
@@ -277,8 +259,6 @@ class Server:
             return max(0.0, session.handshake_deadline - trio.current_time())
         if conn.in_frame:
             return limits.frame_timeout
-        if slots.value < MAX_IN_FLIGHT_PER_CONNECTION:
-            return math.inf
         return limits.idle_timeout
 
     async def _read_loop(self, stream: trio.SocketStream, conn: wire.Connection,
@@ -296,6 +276,9 @@ class Server:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
                 if timer.cancelled_caught:
+                    busy = slots.value < MAX_IN_FLIGHT_PER_CONNECTION
+                    if busy and session.welcomed and not conn.in_frame:
+                        continue  # not idle while its requests run
                     self._note("connection closed: timed out", peer,
                                ReadTimeoutError.code)
                     return

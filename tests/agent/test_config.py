@@ -56,6 +56,9 @@ def test_relative_paths_join_base(tmp_path):
     ("keystores.default", "pin", "1234", "keystores.default.pin"),
     ("keystores.default", "pin_env", "PIN", "keystores.default"),
     ("keystores.default", "worker_threads", 0, "keystores.default.worker_threads"),
+    ("agent", "max_connections", 0, "agent.max_connections"),
+    ("agent", "idle_timeout", "long", "agent.idle_timeout"),
+    ("agent", "handshake_timeout", 0, "agent.handshake_timeout"),
 ])
 def test_bad_keys_are_named(tmp_path, section, key, value, named):
     """Each invalid key raises ConfigError whose message names it."""
