@@ -164,6 +164,9 @@ async def import_key_material(service: KeyService, key_ref: str, encrypted: byte
     expire_time = _expire_time(service, expire_unix)
     previous = await service.store.get_imported_material(key.key_id)
     version_id = previous.version_id if previous else str(uuid.uuid4())
+    # NOTE: a failed unwrap leaves the token usable, so with
+    # RSAES_PKCS1_V1_5 a local caller can repeat padding-oracle queries
+    # for 24 hours; failures are not counted or limited per token.
     wrapping = KeyMaterial(_wrapping_version_id(record.token_hash),
                            record.wrapping_key_spec, record.protection_level,
                            record.wrap_format, record.wrapped, record.public_key)
