@@ -9,7 +9,9 @@ in ``reason`` for the operator's log and is never sent to callers.
 
 from __future__ import annotations
 
-from agent.keystore.base import KeyMaterial, Keystore
+import inspect
+
+from agent.keystore.base import Keystore
 from client.errors import ServiceUnavailableError
 
 
@@ -27,23 +29,26 @@ class UnavailableKeystore(Keystore):
     def supports(self, key_spec: str, protection_level: str) -> bool:
         return True
 
-    async def generate(self, version_id: str, key_spec: str,
-                       protection_level: str) -> KeyMaterial:
-        raise self._error()
-
-    async def encrypt(self, material: KeyMaterial, plaintext: bytes,
-                      aad: bytes) -> tuple[bytes, bytes]:
-        raise self._error()
-
-    async def decrypt(self, material: KeyMaterial, iv: bytes,
-                      ciphertext_with_tag: bytes, aad: bytes) -> bytes:
-        raise self._error()
-
-    async def random_bytes(self, length: int) -> bytes:
-        raise self._error()
+    def supports_spec(self, key_spec: str, protection_level: str) -> bool:
+        return True
 
     def status(self) -> dict:
         return {"type": "unavailable", "ready": False}
 
     async def aclose(self) -> None:
         pass
+
+
+def _refuse(name: str):
+    async def refuse(self: UnavailableKeystore, *args: object, **kwargs: object):
+        raise self._error()
+    refuse.__name__ = name
+    return refuse
+
+
+# Every coroutine of the interface fails the same way, including ones added
+# to Keystore later, so a new operation can never reach a missing backend.
+for _name, _member in inspect.getmembers(Keystore, inspect.iscoroutinefunction):
+    if _name != "aclose":
+        setattr(UnavailableKeystore, _name, _refuse(_name))
+UnavailableKeystore.__abstractmethods__ = frozenset()
