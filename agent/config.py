@@ -20,6 +20,7 @@ from agent.auth.principals import AccessConfigError
 from agent.keystore import KeystoreSettings
 from agent.rpc.limits import ConnectionLimits
 from agent.ops.settings import METRICS_KEYS, MetricsConfig, metrics_config
+from agent.gateway.settings import GATEWAY_KEYS, GatewayConfig, gateway_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,6 +63,7 @@ class AgentConfig:
     quotas: "QuotaConfig" = dataclasses.field(default_factory=lambda: QuotaConfig())
     limits: "LimitsConfig" = dataclasses.field(default_factory=lambda: LimitsConfig())
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    gateway: GatewayConfig = dataclasses.field(default_factory=GatewayConfig)
     # Principals and policies, from this file or from agent.policy_file.
     access: AccessConfig = dataclasses.field(default_factory=implicit_access)
     # The file this configuration was loaded from, for reloading.
@@ -300,7 +302,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     """Validate a parsed TOML document; relative paths join ``base_dir``."""
     _check_unknown(raw, {"agent", "log", "keystores", "secrets", "data_key_cache",
                          "principals", "policies", "audit", "quotas", "limits",
-                         "metrics"}, "")
+                         "metrics", "gateway"}, "")
     agent = _section(raw, "agent", _AGENT_KEYS)
     log = _section(raw, "log", _LOG_KEYS)
     keystores = _parse_keystores(raw.get("keystores"), base_dir)
@@ -336,6 +338,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         quotas=_parse_quotas(raw),
         limits=_parse_limits(raw),
         metrics=_parse_metrics(raw, base_dir),
+        gateway=_parse_gateway(raw, base_dir, _path(base_dir, agent["data_dir"])),
         access=_parse_access(raw, agent["policy_file"], base_dir, set(keystores)),
         connection_limits=ConnectionLimits(
             max_connections=_in_range(
@@ -458,6 +461,15 @@ def _parse_quotas(raw: dict[str, Any]) -> QuotaConfig:
         _in_range(f"quotas.{burst_key}", burst, 1, 10**7)
         rates[name] = (float(rate), float(burst))
     return QuotaConfig(values["enabled"], rates, values["max_callers"])
+
+
+def _parse_gateway(raw: dict[str, Any], base_dir: Path,
+                   data_dir: Path) -> GatewayConfig:
+    try:
+        return gateway_config(_section(raw, "gateway", GATEWAY_KEYS), base_dir,
+                              data_dir)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _parse_metrics(raw: dict[str, Any], base_dir: Path) -> MetricsConfig:

@@ -13,7 +13,9 @@ principals and policies, cache limits, a retry of the keystores that
 failed and a reopen of the audit file (for log rotation).
 
 ``agent.ops.runtime`` adds what a service manager needs: systemd
-notification and socket activation, health, metrics and backups.
+notification and socket activation, health, metrics and backups. With
+``[gateway] enabled``, ``agent.gateway`` serves the same dispatcher over
+HTTP to the official Alibaba Cloud SDKs, and is drained with the socket.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from agent.config import AgentConfig
 from agent.cache import ops as cache_ops
 from agent.cache.data_keys import DataKeyCache
 from agent.context import Clock
+from agent.gateway.identity import GatewayAccess
+from agent.gateway.runtime import Gateway, open_gateway
 from agent.keys import ops as key_ops
 from agent.keys import asymmetric, byok, export, mac, random_ops, rotation, versions
 from agent.keys.service import KeyService
@@ -188,12 +192,16 @@ async def secret_rotation_loop(service: SecretService, interval: float) -> None:
 
 async def _watch_signals(server: Server, config: AgentConfig,
                          cancel_scope: trio.CancelScope,
-                         before_drain: Callable[[], None] = lambda: None) -> None:
+                         before_drain: Callable[[], None] = lambda: None,
+                         gateway: Gateway | None = None) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log(logging.INFO, "stopping", signal=signal.Signals(signum).name)
             before_drain()
-            await server.drain(config.drain_timeout)
+            async with trio.open_nursery() as drains:
+                drains.start_soon(server.drain, config.drain_timeout)
+                if gateway is not None:
+                    drains.start_soon(gateway.drain, config.drain_timeout)
             cancel_scope.cancel()
             return
 
@@ -239,7 +247,9 @@ def _stages(config: AgentConfig, services: Services,
     # the later stages refuse, and its after() runs last, so it records the
     # code actually sent. Quotas come after access control, which names
     # the caller they count and resolves the keys they classify.
-    stages: list[Stage] = [AccessStage(services.auth, services)]
+    # Gateway callers are identified by the principal of their credential.
+    control = GatewayAccess(services.auth) if config.gateway.enabled else services.auth
+    stages: list[Stage] = [AccessStage(control, services)]
     if config.quotas.enabled:
         rates = {name: Rate(*rate) for name, rate in config.quotas.rates.items()}
         table = QuotaTable(rates, trio.current_time, config.quotas.max_callers)
@@ -309,16 +319,24 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
                                 stages=[ops.stage, *_stages(config, services, trail)])
         server = Server(ops.listen(), dispatcher, config.max_frame_bytes, access,
                         config.connection_limits)
+        gateway = None
+        if config.gateway.enabled:
+            gateway = await open_gateway(config.gateway, dispatcher, config.data_dir,
+                                         clock)
         await ops.serving(server)
         _register_reloads(ops, config, services, keystores, trail)
         log_access(access.config)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, server, config, nursery.cancel_scope,
-                               lambda: _before_drain(ops, secrets))
+                               lambda: _before_drain(ops, secrets), gateway)
             await ops.start(nursery)
             if trail is not None:
                 await nursery.start(trail.run)
             await nursery.start(server.serve)
+            if gateway is not None:
+                await nursery.start(gateway.serve)
+                log(logging.INFO, "gateway listening",
+                    socket=",".join(gateway.addresses))
             nursery.start_soon(purge_loop, keys, config.purge_interval)
             nursery.start_soon(byok.expiry_loop, keys, config.purge_interval)
             nursery.start_soon(secret_purge_loop, secrets, config.purge_interval)

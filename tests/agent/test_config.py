@@ -95,3 +95,24 @@ def test_missing_file(tmp_path):
     """A missing file is reported with its path."""
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "none.toml")
+
+
+def test_gateway_section_parsed(tmp_path):
+    """[gateway] is off by default and its paths join the data dir."""
+    default = parse_config(copy.deepcopy(VALID), tmp_path)
+    enabled = parse_config(with_change("gateway", "enabled", True), tmp_path)
+    assert not default.gateway.enabled
+    assert enabled.gateway.enabled
+    assert enabled.gateway.credentials_file == tmp_path / "data" / \
+        "gateway-credentials.toml"
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("listen", "10.0.0.1:443", "gateway.listen"),
+    ("colour", "red", "gateway.colour"),
+    ("max_in_flight", 0, "gateway.max_in_flight"),
+])
+def test_bad_gateway_keys_named(tmp_path, key, value, named):
+    """An invalid [gateway] key is named in the error."""
+    with pytest.raises(ConfigError, match=named):
+        parse_config(with_change("gateway", key, value), tmp_path)
