@@ -173,7 +173,8 @@ def run_dkms(agent: GatewayAgent, calls: list[dict[str, Any]],
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    document = {"endpoint": agent.endpoint, "client_key_file": str(agent.client_key_file),
+    document = {"endpoint": agent.endpoint,
+                "client_key_file": str(agent.client_key_file),
                 "password": PASSWORD, "calls": calls, **job}
     done = subprocess.run([str(DKMS_PYTHON), str(DKMS_DRIVER)],
                           input=json.dumps(document), capture_output=True, text=True,
