@@ -26,13 +26,14 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import functools
 import hashlib
 import uuid
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from agent.gateway import messages, protobuf
 from agent.gateway.credentials import ClientKey
@@ -145,17 +146,24 @@ def authenticate(request: HttpRequest, headers: dict[str, str],
     _check_date(headers["date"], services)
     signature = _bearer(headers["authorization"])
     key = services.credentials.current().client_keys.get(headers[KEY_ID_HEADER])
+    # An unknown key id costs the same verification as a forged signature.
+    public_key = key.public_key if key is not None else _decoy_key()
+    try:
+        public_key.verify(signature, string_to_sign(request.method, headers),
+                          padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        raise UnauthorizedError() from None
     if key is None:
         raise UnauthorizedError()
-    try:
-        key.public_key.verify(signature, string_to_sign(request.method, headers),
-                              padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
-        raise UnauthorizedError() from None
     if not key.valid_at(services.clock.now()):
         raise UnauthorizedError(
             f"The client key {key.client_key_id} is outside its validity period.")
     return key
+
+
+@functools.lru_cache(maxsize=1)
+def _decoy_key() -> rsa.RSAPublicKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
 
 
 def string_to_sign(method: str, headers: dict[str, str]) -> bytes:

@@ -34,13 +34,16 @@ class Gateway:
     server: GatewayServer
     listeners: list[Any]
     addresses: list[str]
+    unix_socket: Path | None = None
     lock: SocketLock | None = None
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until drained or cancelled, then release the socket lock."""
+        """Serve until drained or cancelled, then remove the Unix socket."""
         try:
             await self.server.serve(self.listeners, task_status)
         finally:
+            if self.unix_socket is not None:
+                self.unix_socket.unlink(missing_ok=True)
             if self.lock is not None:
                 self.lock.release()
 
@@ -80,7 +83,7 @@ async def open_gateway(config: GatewayConfig, dispatcher: Any, data_dir: Path,
         addresses.append(f"unix:{config.unix_socket}")
     server = GatewayServer(services, limits)
     _log_credentials(credentials)
-    return Gateway(server, listeners, addresses, lock)
+    return Gateway(server, listeners, addresses, config.unix_socket, lock)
 
 
 async def _tcp_listeners(config: GatewayConfig, data_dir: Path) -> list[Any]:

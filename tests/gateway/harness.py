@@ -47,6 +47,8 @@ READER_KEY_ID = "LTAIreader0000000001"
 READER_SECRET = "reader-secret-0123456789ab"
 GHOST_KEY_ID = "LTAIghost00000000001"
 GHOST_SECRET = "ghost-secret-0123456789abc"
+UNIX_KEY_ID = "LTAIunix000000000001"
+UNIX_SECRET = "unix-secret-0123456789abcd"
 CLIENT_KEY_ID = "KAAP.00000000-0000-4000-8000-000000000001"
 EXPIRED_CLIENT_KEY_ID = "KAAP.00000000-0000-4000-8000-000000000002"
 
@@ -54,9 +56,11 @@ PRINCIPALS = {
     "app": {"client_key": True, "keystores": ["*"]},
     "reader": {"client_key": True, "keystores": ["*"]},
     "owner": {"uids": [os.getuid()], "keystores": ["*"]},
+    # Needs its AccessKey and a peer of this uid: the gateway's Unix socket.
+    "local-app": {"client_key": True, "uids": [os.getuid()], "keystores": ["*"]},
 }
 POLICIES = {
-    "app-all": {"principals": ["app", "owner"],
+    "app-all": {"principals": ["app", "owner", "local-app"],
                 "permissions": ["administrator", "key-user", "secret-user"],
                 "resources": ["key/*", "secret/*", "agent"]},
     "reader-secrets": {"principals": ["reader"], "permissions": ["secret-user"],
@@ -91,6 +95,10 @@ secret = "{READER_SECRET}"
 [access_keys.{GHOST_KEY_ID}]
 principal = "ghost"
 secret = "{GHOST_SECRET}"
+
+[access_keys.{UNIX_KEY_ID}]
+principal = "local-app"
+secret = "{UNIX_SECRET}"
 
 [client_keys."{CLIENT_KEY_ID}"]
 principal = "app"

@@ -17,6 +17,7 @@ import trio.testing
 
 from agent.gateway import messages, protobuf
 from agent.gateway.server import GatewayServer, Limits
+from tests.gateway import harness
 from tests.gateway.harness import GatewayAgent, sign_acs3
 
 LIMITS = dict(max_body_bytes=4096, max_connections=8, max_in_flight=4,
@@ -58,18 +59,21 @@ async def agent(tmp_path):
     await instance.store.aclose()
 
 
-async def start(nursery, agent: GatewayAgent, dispatcher=None, **limits) -> Served:
+async def start(nursery, agent: GatewayAgent, dispatcher=None, extra=(),
+                **limits) -> Served:
     if dispatcher is not None:
         agent.gateway.dispatcher = dispatcher
     server = GatewayServer(agent.gateway, Limits(**{**LIMITS, **limits}))
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
-    await nursery.start(server.serve, listeners)
+    await nursery.start(server.serve, [*listeners, *extra])
     return Served(server, port)
 
 
-def raw_request(agent: GatewayAgent, action: str = "ListKeys", **query) -> bytes:
-    request = sign_acs3(agent, action, query)
+def raw_request(agent: GatewayAgent, action: str = "ListKeys", key_id=None,
+                secret=None, **query) -> bytes:
+    request = sign_acs3(agent, action, query, key_id=key_id or harness.ACCESS_KEY_ID,
+                        secret=secret or harness.ACCESS_KEY_SECRET)
     head = f"POST {request.target} HTTP/1.1\r\n" + "".join(
         f"{name}: {value}\r\n" for name, value in request.headers)
     return (head + "content-length: 0\r\n\r\n").encode("latin-1")
@@ -233,3 +237,28 @@ async def test_too_many_connections_refused(agent):
         nursery.cancel_scope.cancel()
     assert status == 503
     assert json.loads(body)["Code"] == "ServiceUnavailableTemporary"
+
+
+async def test_unix_socket_peer_matches_principal(agent, tmp_path):
+    """A principal naming this uid is served on the Unix socket only."""
+    def request() -> bytes:
+        return raw_request(agent, key_id=harness.UNIX_KEY_ID,
+                           secret=harness.UNIX_SECRET)
+
+    path = tmp_path / "gateway.sock"
+    unix = trio.socket.socket(trio.socket.AF_UNIX)
+    await unix.bind(str(path))
+    unix.listen()
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, agent, extra=[trio.SocketListener(unix)])
+        over_tcp, _, tcp_body = await exchange(served, request())
+        stream = await trio.open_unix_socket(str(path))
+        async with stream:
+            await stream.send_all(request())
+            conn = h11.Connection(h11.CLIENT)
+            conn.send(h11.Request(method="POST", target="/", headers=[("host", "x")]))
+            over_unix, _, _ = await read_response(stream, conn)
+        nursery.cancel_scope.cancel()
+    assert over_unix == 200
+    assert over_tcp == 403
+    assert json.loads(tcp_body)["Code"] == "Forbidden.UnknownCaller"
