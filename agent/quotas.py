@@ -4,8 +4,8 @@ The caller is the principal that access control named, or the peer uid
 when it named none. Each operation group (``Operation.group``: create,
 cryptographic, read, write) has its own rate and burst, and the
 cryptographic group has two buckets: one for symmetric keys (AES, SM4)
-and one for asymmetric keys (RSA, EC, SM2), told apart by the key spec
-of the key the request names. A request over its bucket is refused with
+and one for asymmetric keys (RSA, EC, SM2), chosen by the key spec of
+the key the request names. A request over its bucket is refused with
 Rejected.Throttling (HTTP 429, "QPS Limit Exceeded") before its handler
 runs, so a client may safely retry it.
 
@@ -50,7 +50,7 @@ class QuotaTable:
     Args:
         rates: the ``Rate`` of each name in ``BUCKETS``.
         clock: returns seconds from a monotonic clock.
-        max_callers: the most buckets kept at once.
+        max_callers: the maximum number of buckets kept at once.
     """
 
     def __init__(self, rates: dict[str, Rate], clock: Callable[[], float],

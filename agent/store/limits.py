@@ -1,8 +1,8 @@
 """Resource count limits, checked in the transaction that inserts.
 
-``ResourceLimits`` caps the keys, aliases and secrets of each keystore;
-``versions`` caps the versions of one key and is checked by the
-CreateKeyVersion operation (``agent.keys.versions``), since automatic
+``ResourceLimits`` caps the keys, aliases and secrets of each keystore.
+``versions`` caps the versions of one key. The CreateKeyVersion
+operation checks it (``agent.keys.versions``), because automatic
 rotation is not limited. The SQLite store calls ``check_count`` inside
 the IMMEDIATE transaction of the insert, which holds the database's
 write lock, so concurrent creates (from this agent or another on the
@@ -38,7 +38,7 @@ LIMITS_MIGRATION = """
 
 @dataclasses.dataclass(frozen=True)
 class ResourceLimits:
-    """The most keys, aliases and secrets per keystore, versions per key."""
+    """The maximum keys, aliases and secrets per keystore, and versions per key."""
 
     keys: int | None = None
     aliases: int | None = None
@@ -53,7 +53,7 @@ def check_count(conn: sqlite3.Connection, limits: ResourceLimits, kind: str,
     Call it inside the write transaction, before the insert.
 
     Raises:
-        LimitError: the keystore already holds the limit; the message is
+        LimitError: the keystore has reached the limit; the message is
             safe to show to the caller.
     """
     limit = getattr(limits, kind)
@@ -62,8 +62,9 @@ def check_count(conn: sqlite3.Connection, limits: ResourceLimits, kind: str,
     count = conn.execute(_COUNT_SQL[kind], (keystore,)).fetchone()[0]
     if count >= limit:
         raise LimitError(
-            f"The keystore {keystore} holds {count} {_NOUNS[kind]}, its limit; "
-            f"delete some or raise [limits] {kind} in the agent configuration.")
+            f"The keystore {keystore} has reached its limit of {limit} "
+            f"{_NOUNS[kind]}; delete some, or raise [limits] {kind} in the agent "
+            "configuration.")
 
 
 def alias_keystore(conn: sqlite3.Connection, key_id: str) -> str | None:

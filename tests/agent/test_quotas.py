@@ -423,7 +423,7 @@ async def test_key_limit_per_keystore(limited):
         await limited.new_key()
     assert caught.value.code == "Rejected.LimitExceeded"
     assert caught.value.http_status == 400
-    assert "keystore default holds 3 keys" in caught.value.message
+    assert "keystore default has reached its limit of 3 keys" in caught.value.message
     await limited.new_key(DKMSInstanceId="other")
 
 
@@ -476,7 +476,7 @@ async def test_alias_limit_per_keystore(limited):
     key_id = await limited.new_key()
     await limited.call("CreateAlias", AliasName="alias/one", KeyId=key_id)
     await limited.call("CreateAlias", AliasName="alias/two", KeyId=key_id)
-    with pytest.raises(errors.LimitExceededError, match="2 aliases"):
+    with pytest.raises(errors.LimitExceededError, match="limit of 2 aliases"):
         await limited.call("CreateAlias", AliasName="alias/three", KeyId=key_id)
     assert await limited.store.get_alias("alias/three") is None
 
@@ -494,7 +494,7 @@ async def test_secret_limit_per_keystore(tmp_path):
     store = SqliteStore(tmp_path / "data", ResourceLimits(secrets=1))
     agent = SecretAgent(tmp_path, store=store)
     await agent.create(name="app/one")
-    with pytest.raises(errors.LimitExceededError, match="1 secrets"):
+    with pytest.raises(errors.LimitExceededError, match="limit of 1 secrets"):
         await agent.create(name="app/two")
     assert await store.get_secret("app/two") is None
     await store.aclose()
