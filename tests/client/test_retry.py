@@ -144,8 +144,8 @@ def test_throttled_call_retried(agent):
 
 def test_last_error_after_retries(agent):
     """When every attempt fails, the last error is raised."""
-    agent.handler = failing(*[errors.InternalFailureError(f"failure {n}")
-                              for n in range(4)])
+    failures = [errors.InternalFailureError(f"failure {n}") for n in range(4)]
+    agent.handler = failing(*failures)
     with KmsClient(agent.path, retries=FAST) as client:
         with pytest.raises(errors.InternalFailureError, match="failure 3"):
             client.call("DescribeKey", KeyId="k")
@@ -254,7 +254,8 @@ async def test_async_create_not_retried_on_5xx(agent):
 
 async def test_async_read_retried_on_5xx(agent):
     """The trio client retries a read that failed inside the agent."""
-    agent.handler = failing(errors.InternalFailureError(), errors.InternalFailureError())
+    agent.handler = failing(errors.InternalFailureError(),
+                            errors.InternalFailureError())
     async with AsyncKmsClient(agent.path, retries=FAST) as client:
         result = await client.call("Encrypt", KeyId="k", Plaintext=b"x")
     assert result["Op"] == "Encrypt"
