@@ -9,11 +9,11 @@ denies) its ``principals`` the ``permissions`` templates on its
 - ``administrator``: management (create, lifecycle, aliases, tags,
   policies, client keys, reload).
 
-Resources are ``key/<id>``, ``key/*``, ``secret/<name>``, ``secret/*`` and
-``agent`` (the agent itself: client keys and policy reload). A decision
-combines these statements with the resource's own policy: an explicit
-Deny wins, then any Allow, and everything else is denied. Operations map
-to templates in ``rules``.
+Resources are ``key/<id>``, ``key/*``, ``secret/<name>``, ``secret/*``,
+``certificate/<id>``, ``certificate/*`` and ``agent`` (the agent itself:
+client keys and policy reload). A decision combines these statements
+with the resource's own policy: an explicit Deny wins, then any Allow,
+and everything else is denied. Operations map to templates in ``rules``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ ALLOW = "Allow"
 DENY = "Deny"
 KEY = "key"
 SECRET = "secret"
+CERTIFICATE = "certificate"
 AGENT = "agent"
 _POLICY_KEYS = frozenset({"principals", "permissions", "resources", "effect"})
 
@@ -134,15 +135,18 @@ def parse_pattern(where: str, text: Any) -> Pattern:
 
     Raises:
         AccessConfigError: the form is not one of key/<id>, key/*,
-            secret/<name>, secret/* or agent.
+            secret/<name>, secret/*, certificate/<id>, certificate/* or
+            agent.
     """
     if text == AGENT:
         return Pattern(AGENT)
-    forms = "key/<id>, key/*, secret/<name>, secret/* or agent"
+    forms = ("key/<id>, key/*, secret/<name>, secret/*, certificate/<id>, "
+             "certificate/* or agent")
     if not isinstance(text, str) or "/" not in text:
         raise AccessConfigError(f"{where}: {text!r} is not a resource ({forms})")
     kind, name = text.split("/", 1)
-    if kind not in (KEY, SECRET) or not name or any(c.isspace() for c in name):
+    if (kind not in (KEY, SECRET, CERTIFICATE) or not name
+            or any(c.isspace() for c in name)):
         raise AccessConfigError(f"{where}: {text!r} is not a resource ({forms})")
     if name == "*":
         return Pattern(kind)
@@ -238,5 +242,5 @@ def implicit_access(agent_uid: int | None = None) -> AccessConfig:
     everything = Grant(
         "agent-owner", ALLOW, frozenset({owner.name}),
         frozenset({KEY_USER, SECRET_USER, ADMINISTRATOR}),
-        (Pattern(KEY), Pattern(SECRET), Pattern(AGENT)))
+        (Pattern(KEY), Pattern(SECRET), Pattern(CERTIFICATE), Pattern(AGENT)))
     return AccessConfig({owner.name: owner}, (everything,), implicit=True)

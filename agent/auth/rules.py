@@ -2,10 +2,11 @@
 
 ``RULES[name]`` names the templates that grant an operation and where the
 request names its resources (``Target``): a key reference, a ciphertext
-blob, an alias, a secret, the key or secret collection, or the agent
-itself. An operation missing from the table is allowed only to
-principals that hold ``administrator`` on ``agent`` and every keystore;
-a test checks that every operation the agent serves has an entry.
+blob, an alias, a secret, a certificate, the key, secret or certificate
+collection, or the agent itself. An operation missing from the table is
+allowed only to principals that hold ``administrator`` on ``agent`` and
+every keystore; a test checks that every operation the agent serves has
+an entry.
 
 Key and secret policies name operations as actions (``kms:Encrypt``).
 ReEncrypt checks ``kms:ReEncryptFrom`` on the source key and
@@ -31,6 +32,9 @@ SECRETS = "secrets"            # the secret collection (secret/*)
 AGENT_ITSELF = "agent"         # the agent: client keys, policy reload
 ANY_GRANT = "any-grant"        # no resource: any Allow of the templates
 KEYSTORE = "keystore"          # a keystore named by param: any Allow, if bound
+CERTIFICATE_REF = "certificate-ref"  # a CertificateId parameter
+CERTIFICATE_NEW = "certificate-new"  # a certificate to create, in param's keystore
+CERTIFICATES = "certificates"        # the certificate collection (certificate/*)
 
 ADMIN = frozenset({ADMINISTRATOR})
 CRYPTO = frozenset({KEY_USER})
@@ -71,6 +75,10 @@ def _key(templates: frozenset[str], param: str = "KeyId") -> Rule:
 
 def _secret(templates: frozenset[str]) -> Rule:
     return Rule(templates, (Target(SECRET_REF, "SecretName"),))
+
+
+def _certificate(templates: frozenset[str]) -> Rule:
+    return Rule(templates, (Target(CERTIFICATE_REF, "CertificateId"),))
 
 
 _ADMIN_KEY = _key(ADMIN)
@@ -167,6 +175,21 @@ RULES: dict[str, Rule] = {
     "GetAgentBackupPart": Rule(ADMIN, (Target(AGENT_ITSELF),)),
     "DeleteAgentBackup": Rule(ADMIN, (Target(AGENT_ITSELF),)),
     "GetCallerIdentity": Rule(frozenset(), ()),
+    # Certificates: management and export are for administrators, and
+    # cryptography with the certificate's key for key users.
+    "CreateCertificate": Rule(ADMIN, (Target(CERTIFICATE_NEW, "DKMSInstanceId"),)),
+    "ImportCertificate": Rule(ADMIN, (Target(CERTIFICATE_NEW, "DKMSInstanceId"),)),
+    "UploadCertificate": _certificate(ADMIN),
+    "UpdateCertificateStatus": _certificate(ADMIN),
+    "DeleteCertificate": _certificate(ADMIN),
+    "ExportCertificate": _certificate(ADMIN),
+    "GetCertificate": _certificate(KEY_READ),
+    "DescribeCertificate": _certificate(KEY_READ),
+    "ListCertificates": Rule(KEY_READ, (Target(CERTIFICATES),)),
+    "CertificatePrivateKeySign": _certificate(CRYPTO),
+    "CertificatePublicKeyVerify": _certificate(CRYPTO),
+    "CertificatePublicKeyEncrypt": _certificate(CRYPTO),
+    "CertificatePrivateKeyDecrypt": _certificate(CRYPTO),
 }
 
 

@@ -10,10 +10,12 @@ written back into the request as the key id, so the handler acts on the
 very key that was authorized.
 
 A refusal never tells whether the resource exists: a missing key,
-alias, blob version or secret gets the same NoPermission as one the
-caller may not use, with a message that quotes only the caller's own
-reference. Only a principal that may use the whole collection (``key/*``
-or ``secret/*``) in every keystore sees the handler's not-found error.
+alias, blob version, secret or certificate gets the same NoPermission as
+one the caller may not use, with a message that quotes only the caller's
+own reference. Only a principal that may use the whole collection
+(``key/*``, ``secret/*`` or ``certificate/*``) in every keystore sees
+the handler's not-found error. Certificates have no resource policy of
+their own, so the configured policies alone decide on them.
 A resource in a keystore that failed to open is refused with
 ServiceUnavailableTemporary, after authorization.
 """
@@ -26,7 +28,7 @@ from typing import Any
 from agent.auth import resource_policy, rules
 from agent.auth.control import AccessControl
 from agent.auth.policy import (
-    AGENT, ALLOW, DENY, KEY, SECRET, AccessConfig, Resource,
+    AGENT, ALLOW, CERTIFICATE, DENY, KEY, SECRET, AccessConfig, Resource,
 )
 from agent.auth.principals import Principal
 from agent.auth.resource_policy import POLICY_NAME, Statement
@@ -123,6 +125,9 @@ class AccessStage(Stage):
             self._check_collection(check, Resource(AGENT), "the agent")
         elif kind == rules.ANY_GRANT:
             self._check_any_grant(check, None)
+        elif kind in (rules.CERTIFICATE_REF, rules.CERTIFICATE_NEW,
+                      rules.CERTIFICATES):
+            await self._check_certificate_target(check, target, values)
         elif kind == rules.KEYSTORE:
             keystore = values.get(target.param) or self._keys.default_keystore
             self._check_any_grant(check, keystore)
@@ -229,6 +234,31 @@ class AccessStage(Stage):
         self._check_collection(check, Resource(SECRET, name, keystore),
                                f"secret/{name}")
         self._require_available(keystore)
+
+    # --- certificates -----------------------------------------------------------
+
+    async def _check_certificate_target(self, check: _Check, target: rules.Target,
+                                        values: dict[str, Any]) -> None:
+        if target.kind == rules.CERTIFICATES:
+            self._check_collection(check, Resource(CERTIFICATE), "certificate/*")
+            check.ctx.keystores = check.principal.keystores
+            return
+        if target.kind == rules.CERTIFICATE_NEW:
+            keystore = values.get(target.param) or self._keys.default_keystore
+            self._check_collection(check, Resource(CERTIFICATE, None, keystore),
+                                   f"a new certificate in keystore {keystore}")
+            self._require_available(keystore)
+            return
+        reference = values.get(target.param)
+        if reference is None:
+            return
+        record = await self._keys.store.get_certificate(reference)
+        if record is None:
+            self._check_missing(check, CERTIFICATE, reference)
+            return
+        resource = Resource(CERTIFICATE, record.certificate_id, record.keystore)
+        self._check_resource(check, resource, (), reference)
+        self._require_available(record.keystore)
 
     # --- decisions --------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """Key pairs into and out of a keystore, as PKCS#8 DER.
 
 ImportCertificate brings a private key from a PKCS#12 file, and
-ExportCertificate hands an exportable certificate key back out; both
-pass the key as unencrypted PKCS#8 DER, which the caller holds only as
-long as one request. The certificate service, not the keystore, decides
-whether a key may be exported.
+ExportCertificate hands an exportable certificate key back out. Both
+pass the key as unencrypted PKCS#8 DER, which the caller keeps only for
+one request. The certificate service, not the keystore, decides whether
+a key may be exported.
 
 In a PKCS#11 token the private key of an HSM version is in the clear
 only inside the token. Export unwraps the sealed key as an extractable
@@ -83,7 +83,7 @@ def _key_type(key_spec: str) -> KeyType:
 
 
 def _transport_key(slot, value: bytes):
-    # A session AES key whose value the agent knows; it exists for one call.
+    # A session AES key whose value the agent has; it exists for one call.
     return slot.session.create_object({
         Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
         Attribute.VALUE: value, Attribute.TOKEN: False, Attribute.PRIVATE: True,
@@ -135,7 +135,8 @@ def hsm_export(slot, material: KeyMaterial, private_template: dict,
     try:
         transport = _transport_key(slot, transport_value)
         try:
-            rewrapped = transport.wrap_key(private, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+            rewrapped = transport.wrap_key(private,
+                                           mechanism=Mechanism.AES_KEY_WRAP_PAD)
         finally:
             transport.destroy()
     finally:

@@ -2,8 +2,8 @@
 
 A certificate row carries its key pair the way a key version does: the
 private key sealed by the keystore (``wrap_format``, ``wrapped``) and
-its public key as SubjectPublicKeyInfo DER, with the certificate id as
-the version id that the sealing binds. ``chain`` is the uploaded
+its public key as SubjectPublicKeyInfo DER. The certificate id is the
+version id that the sealing binds. ``chain`` is the uploaded
 certificate and its issuers up to a self-signed root, as PEM, leaf
 first. Updates are compare-and-swap on ``revision``, as for keys. Tags
 use the shared tags table with ``RESOURCE_CERTIFICATE``.

@@ -56,12 +56,14 @@ def test_every_operation_has_rule():
 
 # Parameters that name a resource, and the operations where one of them
 # names nothing that exists yet (a new alias) or nothing at all (a raw
-# asymmetric ciphertext, whose key is the KeyId parameter).
+# asymmetric ciphertext, whose key is the KeyId or CertificateId parameter).
 RESOURCE_PARAMS = {"KeyId", "DestinationKeyId", "CiphertextBlob", "AliasName",
                    "SecretName", "SecretsList", "ProtectedResourceArn",
-                   "EncryptionKeyId", "DKMSInstanceId", "SourceKeyId"}
+                   "EncryptionKeyId", "DKMSInstanceId", "SourceKeyId",
+                   "CertificateId"}
 NOT_REFERENCES = {("CreateAlias", "AliasName"),
-                  ("AsymmetricDecrypt", "CiphertextBlob")}
+                  ("AsymmetricDecrypt", "CiphertextBlob"),
+                  ("CertificatePrivateKeyDecrypt", "CiphertextBlob")}
 
 
 def test_resource_params_checked():
