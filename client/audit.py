@@ -4,7 +4,8 @@ An audit file is UTF-8 text with one JSON object per line. Line 1 is a
 header (``"type": "header"``, the format name and ``version``); each
 later line records one request. Every line carries ``prev``, the
 ``hash`` of the line before it, and ``hash``, the SHA-256 of the line's
-canonical JSON (sorted keys, no spaces) without ``hash``. The header of
+canonical JSON (sorted keys, no spaces) without ``hash``. The agent
+writes that canonical JSON with ``hash`` appended as the last member. The header of
 a new chain has ``prev`` equal to ``GENESIS``. The header of a file that
 continues a rotated one has the last hash of that file.
 
@@ -78,10 +79,10 @@ def seal(fields: dict[str, Any], prev: str) -> tuple[bytes, str]:
     Returns:
         The line to append (with its newline) and its hash.
     """
-    record = {**fields, "prev": prev}
-    digest = hashlib.sha256(canonical(record)).hexdigest()
-    record["hash"] = digest
-    return canonical(record) + b"\n", digest
+    text = canonical({**fields, "prev": prev})
+    digest = hashlib.sha256(text).hexdigest()
+    # The record always has members, so its text ends with "}" after one.
+    return text[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n', digest
 
 
 def header_fields(time: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ worker thread, so one fsync covers every request that finished
 meanwhile. ``write``
 waits until the batch that holds its record is durable and raises
 ``AuditWriteError`` if that batch failed; read-only requests submit and
-go on. The task logs when the trail starts failing and when it works
+go on, and their records wait up to ``LINGER_SECONDS`` for company. The task logs when the trail starts failing and when it works
 again, not once per failed record.
 """
 
@@ -22,6 +22,9 @@ from agent.logs import log
 
 # How long a stopping agent keeps writing the records still queued.
 FINAL_FLUSH_SECONDS = 5.0
+# How long records that nobody waits for are held to share a write with
+# later ones; a record that a reply waits for ends the wait at once.
+LINGER_SECONDS = 0.005
 
 _FAILING_CLOSED = ("audit trail cannot be written; state-changing requests are "
                    "refused until it can")
@@ -65,6 +68,7 @@ class AuditTrail:
         self.written = 0
         self._open = _Batch()
         self._wakeup = trio.Event()
+        self._awaited = trio.Event()
         self._file_lock = trio.Lock()
 
     def submit(self, fields: dict[str, Any]) -> _Batch:
@@ -81,6 +85,7 @@ class AuditTrail:
             AuditWriteError: the batch holding the record failed.
         """
         batch = self.submit(fields)
+        self._awaited.set()
         await batch.done.wait()
         if batch.error is not None:
             raise AuditWriteError(batch.error)
@@ -91,6 +96,8 @@ class AuditTrail:
         try:
             while True:
                 await self._wakeup.wait()
+                with trio.move_on_after(LINGER_SECONDS):
+                    await self._awaited.wait()
                 await self.flush()
         finally:
             with trio.CancelScope(shield=True):
@@ -103,7 +110,7 @@ class AuditTrail:
         async with self._file_lock:
             # A flush cancelled while it waits for the lock leaves its
             # records queued; once taken, the batch is written in full.
-            self._wakeup = trio.Event()
+            self._wakeup, self._awaited = trio.Event(), trio.Event()
             batch, self._open = self._open, _Batch()
             if not batch.records:
                 return
