@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent.audit import AuditFile, AuditFileError, AuditStage, AuditTrail
-from agent.context import Peer, RequestContext
+from agent.audit import AuditFile, AuditFileError, AuditStage, AuditTrail, open_trail
+from agent.config import AuditConfig, ConfigError, parse_config
+from agent.context import FakeClock, Peer, RequestContext
 from agent.rpc.dispatch import Stage
 from client import audit, cli, errors
 from tests.agent.secret_harness import SecretAgent
@@ -620,3 +621,67 @@ async def test_stop_writes_queued_records(tmp_path):
         trail.submit(record(2))
         nursery.cancel_scope.cancel()
     assert len(writer.records) == 2
+
+
+# --- configuration and start ----------------------------------------------------------
+
+
+def config_with(**sections):
+    raw = {"agent": {"socket": "s", "data_dir": "d"},
+           "keystores": {"default": {"type": "software", "domain_key_file": "k"}},
+           **sections}
+    return parse_config(raw, Path("/etc/kms-agent"))
+
+
+def test_audit_config_defaults():
+    """The trail is on, fails closed and refuses a damaged file by default."""
+    settings = config_with().audit
+    assert settings.enabled is True
+    assert settings.path is None
+    assert settings.fail_closed is True
+    assert settings.broken_tail == "refuse"
+
+
+def test_audit_path_relative_to_config():
+    """A relative audit path is resolved against the configuration's directory."""
+    settings = config_with(audit={"path": "logs/audit.jsonl"}).audit
+    assert settings.path == Path("/etc/kms-agent/logs/audit.jsonl")
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"broken_tail": "truncate"}, "audit.broken_tail"),
+    ({"fail_closed": "yes"}, "audit.fail_closed: expected bool"),
+    ({"file": "x"}, "audit.file: unknown key"),
+])
+def test_audit_config_rejects_bad_values(section, message):
+    """Invalid [audit] settings name the key."""
+    with pytest.raises(ConfigError, match=message):
+        config_with(audit=section)
+
+
+def test_open_trail_default_path(tmp_path):
+    """Without a path the file is audit.jsonl in the data directory."""
+    trail = open_trail(AuditConfig(), tmp_path, FakeClock())
+    trail.writer.close()
+    assert audit.verify_file(tmp_path / "audit.jsonl").records == 0
+
+
+def test_open_trail_sets_aside_damaged(tmp_path, caplog):
+    """With broken_tail = set_aside, a damaged file is moved and logged."""
+    caplog.set_level(logging.WARNING, logger="kms_agent")
+    path = tmp_path / "audit.jsonl"
+    write_file(path, [2])
+    path.write_bytes(path.read_bytes()[:-3])
+    trail = open_trail(AuditConfig(broken_tail="set_aside"), tmp_path, FakeClock())
+    trail.writer.close()
+    assert len(list(tmp_path.glob("audit.jsonl.broken-*"))) == 1
+    assert caplog.records[0].getMessage().startswith("audit file was damaged")
+
+
+def test_open_trail_refuses_damaged(tmp_path):
+    """By default a damaged file stops the start."""
+    path = tmp_path / "audit.jsonl"
+    write_file(path, [2])
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(AuditFileError, match="is damaged"):
+        open_trail(AuditConfig(), tmp_path, FakeClock())
