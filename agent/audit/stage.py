@@ -1,21 +1,15 @@
 """The audit stage: one record per request, durable before changes reply.
 
-``AuditStage`` must be the first stage of the dispatcher. Its ``before``
-then runs ahead of access control and quotas, so it gets the parameters
-of every request that passed validation, including those the later
-stages reject. Its ``after`` runs last, so it records the code that is
-actually sent. By ``after`` the access stage has replaced aliases and
-ARNs in those parameters with key ids, and the handler has noted the
-key and version it used in the request context.
-
-A record names the caller (principal, uid, pid), the operation, the
-resource (secret name or key id), its version and the result code. It
-never holds a parameter value other than those references, so no
+``AuditStage`` comes before access control and quotas, so it gets the
+parameters of requests they reject, and its ``after`` records the code
+sent. A record names the caller, operation, resource (secret name or
+key id), version and result code, and no other parameter, so no
 plaintext, data key or secret value reaches the file. Requests of the
-``create`` and ``write`` groups wait for their record's fsync before
-the reply; when the trail fails and ``fail_closed`` is set they are
-refused with AuditUnavailable, before the handler when the failure is
-already known.
+``create`` and ``write`` groups wait for their record's fsync; while the
+trail fails and ``fail_closed`` is set they get AuditUnavailable.
+
+NOTE: a write that fails after the handler ran cannot undo the change:
+the reply is AuditUnavailable and the log line's detail says so.
 """
 
 from __future__ import annotations
@@ -97,6 +91,10 @@ def _resource(ctx: RequestContext, values: dict[str, Any],
 
 class AuditStage(Stage):
     """Write one audit record per request; see the module docstring.
+
+    A request cancelled midway (when a stopping agent's drain times out)
+    leaves no record. Callers rejected at handshake send no request, so
+    they are only logged.
 
     Args:
         trail: the running audit trail.
