@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn, TextIO
 
-from client import admin, audit, envelope, gateway, startup
+from client import admin, audit, certificate_cli, envelope, gateway, startup
 from client.errors import (
     InvalidParameterError,
     KmsError,
@@ -75,6 +75,7 @@ usage: kmsctl [--socket PATH] [--timeout SECONDS] <Operation> [--ParamName VALUE
        kmsctl audit verify FILE [FILE ...]
        kmsctl gateway create-access-key | create-client-key --principal NAME ...
        kmsctl [options] health [--live] | backup OUT
+       kmsctl [options] write-csr | upload-certificate | export-tls-bundle ...
 
 Calls one operation of the agent, named as in the Alibaba Cloud KMS API,
 and prints the reply as JSON; bytes in the reply are shown as Base64.
@@ -99,6 +100,11 @@ Commands:
                  names the first bad line when a file was altered
   gateway        create AccessKey pairs and client key files for the HTTP
                  gateway; kmsctl gateway --help describes them
+  write-csr, upload-certificate, export-tls-bundle
+                 certificate files: write a certificate request, upload an
+                 issued certificate and its chain, or write a TLS server's
+                 certificate and key files; kmsctl write-csr --help
+                 describes them
 
 Options:
   --socket PATH      agent socket (default: ${SOCKET_ENV}, else the client default)
@@ -168,6 +174,9 @@ def run(argv: list[str], *, client_factory: ClientFactory | None = None,
         if startup.find_command(argv) is not None:
             return startup.run(argv, client_factory=client_factory, stdout=stdout,
                                stderr=stderr)
+        if certificate_cli.find_command(argv) is not None:
+            return certificate_cli.run(argv, client_factory=client_factory,
+                                       stdout=stdout, stderr=stderr)
         invocation = parse_command_line(argv)
         if invocation.help or invocation.command is None:
             (stdout if invocation.help else stderr).write(HELP)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
+from client.certificates import CertificateOperations
 from client.client_key import ClientKey, resolve_client_key
 from client.errors import (
     InternalFailureError,
@@ -81,12 +82,13 @@ def _tag_list(tags: Mapping[str, str] | list[dict[str, str]] | None) -> Any:
     return tags
 
 
-class KmsOperations(Generic[ResultT]):
+class KmsOperations(CertificateOperations[ResultT], Generic[ResultT]):
     """Typed wrappers over ``call`` with the API's parameters in snake_case.
 
     Arguments left as None are not sent, so the agent applies the API's
     default. Each wrapper returns what ``call`` returns and raises what it
-    raises. ``plaintext`` may be str (sent as UTF-8) or bytes.
+    raises. ``plaintext`` may be str (sent as UTF-8) or bytes. The
+    certificate wrappers come from ``client.certificates``.
     """
 
     def call(self, operation: str, **params: Any) -> ResultT:
