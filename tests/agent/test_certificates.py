@@ -66,7 +66,8 @@ class Agent:
                                 SubjectAlternativeNames=SANS, **params)
         return reply["CertificateId"], reply["Csr"]
 
-    async def active(self, spec: str = "EC_P256", authority: TestAuthority | None = None,
+    async def active(self, spec: str = "EC_P256",
+                     authority: TestAuthority | None = None,
                      **params) -> tuple[str, x509.Certificate]:
         """Create a certificate and upload its CA-issued certificate and chain."""
         authority = authority or self.authority("ec" if spec != "EC_SM2" else "sm2")
@@ -166,9 +167,11 @@ async def test_sm2_csr_verifies_with_tongsuopy(agent):
     certificate_id, request = await agent.create("EC_SM2")
     csr = load_csr(request)
     described = await agent.call("DescribeCertificate", CertificateId=certificate_id)
-    public = sm_serialization.load_pem_public_key(described["SubjectPublicKey"].encode())
+    public = sm_serialization.load_pem_public_key(
+        described["SubjectPublicKey"].encode())
     assert csr.signature_algorithm_oid.dotted_string == "1.2.156.10197.1.501"
-    public.verify(csr.signature, csr.tbs_certrequest_bytes, sm_ec.ECDSA(sm_hashes.SM3()))
+    public.verify(csr.signature, csr.tbs_certrequest_bytes,
+                  sm_ec.ECDSA(sm_hashes.SM3()))
 
 
 async def test_create_describes_pending(agent):
@@ -646,7 +649,8 @@ async def test_rsa_encrypt_decrypt(agent):
                               CertificateId=certificate_id,
                               Algorithm="RSAES_OAEP_SHA_1", Plaintext=b"x" * 214)
     opened = await agent.call("CertificatePrivateKeyDecrypt",
-                              CertificateId=certificate_id, Algorithm="RSAES_OAEP_SHA_1",
+                              CertificateId=certificate_id,
+                              Algorithm="RSAES_OAEP_SHA_1",
                               CiphertextBlob=sealed["CiphertextBlob"])
     assert opened["Plaintext"] == b"x" * 214
 
@@ -775,7 +779,8 @@ async def test_import_pkcs12(agent):
     signed = await agent.call("CertificatePrivateKeySign",
                               CertificateId=certificate_id, Algorithm="ECDSA_SHA_256",
                               Message=MESSAGE)
-    key.public_key().verify(signed["SignatureValue"], MESSAGE, ec.ECDSA(hashes.SHA256()))
+    key.public_key().verify(signed["SignatureValue"], MESSAGE,
+                            ec.ECDSA(hashes.SHA256()))
     got = await agent.call("GetCertificate", CertificateId=certificate_id)
     assert got["CertificateChain"] == authority.chain_pem()
     assert got["Csr"] == ""
