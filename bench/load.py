@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import sys
@@ -23,7 +24,7 @@ import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import msgpack
 import trio
@@ -69,12 +70,18 @@ class Window:
 
 @dataclasses.dataclass(frozen=True)
 class Load:
-    """A request to repeat: one operation with fixed parameters, from ``clients``."""
+    """A request to repeat: one operation with fixed parameters, from ``clients``.
+
+    With ``key_ids`` set, each request names the next of those keys as
+    its ``KeyId``, and client ``i`` of ``n`` starts at ``i / n`` of the
+    list, so the clients spread over every key.
+    """
 
     socket_path: str
     operation: str
     params: dict[str, Any]
     clients: int
+    key_ids: tuple[str, ...] = ()
 
 
 def measure(load: Load, warmup_s: float, seconds: float, server_pid: int,
@@ -97,7 +104,7 @@ async def _measure_in_process(load: Load, warmup_s: float, seconds: float,
     pids = {"client": [os.getpid()], "server": [server_pid]}
     with trio.fail_after(warmup_s + seconds + HANG_MARGIN_S):
         async with trio.open_nursery() as nursery:
-            cpu = _start_cpu_watch(nursery, pids, window)
+            cpu = start_cpu_watch(nursery, pids, window)
             latencies = await run_clients(load, window)
     return LoadSample(window.seconds, latencies, cpu)
 
@@ -120,18 +127,22 @@ async def _measure_with_workers(load: Load, warmup_s: float, seconds: float,
                     process = await nursery.start(functools.partial(
                         trio.run_process, command, env=env, check=True))
                     pids["client"].append(process.pid)
-                cpu = _start_cpu_watch(nursery, pids, window)
+                cpu = start_cpu_watch(nursery, pids, window)
         latencies = [value for output in outputs
                      for value in json.loads(output.read_text())["latencies_ns"]]
     return LoadSample(window.seconds, latencies, cpu)
 
 
 def _worker_command(load: Load, window: Window, output: Path) -> list[str]:
+    # The parameters go through a file, since a list of 10,000 key ids
+    # exceeds the length Linux allows for one argument.
+    params_path = output.with_suffix(".params")
+    params_path.write_bytes(msgpack.packb(
+        {"params": load.params, "key_ids": list(load.key_ids)}, use_bin_type=True))
     return [
         sys.executable, "-m", "bench.load",
         "--socket", load.socket_path, "--operation", load.operation,
-        "--params", msgpack.packb(load.params, use_bin_type=True).hex(),
-        "--clients", str(load.clients),
+        "--params", str(params_path), "--clients", str(load.clients),
         "--window", f"{window.load_ns},{window.start_ns},{window.end_ns}",
         "--output", str(output),
     ]
@@ -149,15 +160,25 @@ async def run_clients(load: Load, window: Window) -> list[int]:
                    for _ in range(load.clients)]
         await trio.sleep(max(0.0, (window.load_ns - time.monotonic_ns()) / 1e9))
         async with trio.open_nursery() as nursery:
-            for client in clients:
-                nursery.start_soon(_client_loop, client, load, window, latencies)
+            for index, client in enumerate(clients):
+                nursery.start_soon(_client_loop, client, _requests(load, index),
+                                   load.operation, window, latencies)
     return latencies
 
 
-async def _client_loop(client: AsyncKmsClient, load: Load, window: Window,
-                       latencies: list[int]) -> None:
-    operation, params = load.operation, load.params
+def _requests(load: Load, index: int) -> Iterator[dict[str, Any]]:
+    # Yield the parameters of client ``index``'s requests, one per request.
+    if not load.key_ids:
+        return itertools.repeat(load.params)
+    start = index * len(load.key_ids) // load.clients
+    ordered = load.key_ids[start:] + load.key_ids[:start]
+    return (dict(load.params, KeyId=key_id) for key_id in itertools.cycle(ordered))
+
+
+async def _client_loop(client: AsyncKmsClient, requests: Iterator[dict[str, Any]],
+                       operation: str, window: Window, latencies: list[int]) -> None:
     while True:
+        params = next(requests)
         started = time.monotonic_ns()
         if started >= window.end_ns:
             return
@@ -167,9 +188,13 @@ async def _client_loop(client: AsyncKmsClient, load: Load, window: Window,
             latencies.append(finished - started)
 
 
-def _start_cpu_watch(nursery: trio.Nursery, pids: dict[str, list[int]],
-                     window: Window) -> dict[str, float]:
-    # The returned map is filled in when the window ends.
+def start_cpu_watch(nursery: trio.Nursery, pids: dict[str, list[int]],
+                    window: Window) -> dict[str, float]:
+    """Measure the CPU seconds of each group of ``pids`` during ``window``.
+
+    The returned map, from role to CPU seconds, is filled in when the
+    window ends.
+    """
     cpu: dict[str, float] = {}
     nursery.start_soon(_watch_cpu, pids, window, cpu)
     return cpu
@@ -203,8 +228,9 @@ def _parse_worker_args(argv: list[str] | None) -> argparse.Namespace:
                     "to a JSON file.")
     parser.add_argument("--socket", required=True, help="the server's Unix socket")
     parser.add_argument("--operation", required=True, help="the operation name")
-    parser.add_argument("--params", required=True,
-                        help="the request parameters as hex-encoded msgpack")
+    parser.add_argument("--params", type=Path, required=True,
+                        help="a msgpack file with the request parameters and "
+                             "the key ids to spread the requests over")
     parser.add_argument("--clients", type=int, required=True,
                         help="number of connections, one task each")
     parser.add_argument("--window", required=True,
@@ -218,8 +244,9 @@ def _parse_worker_args(argv: list[str] | None) -> argparse.Namespace:
 def worker_main(argv: list[str] | None = None) -> int:
     """Run one worker's share of a load; return the exit status."""
     args = _parse_worker_args(argv)
-    params = msgpack.unpackb(bytes.fromhex(args.params), raw=False)
-    load = Load(args.socket, args.operation, params, args.clients)
+    stored = msgpack.unpackb(args.params.read_bytes(), raw=False)
+    load = Load(args.socket, args.operation, stored["params"], args.clients,
+                tuple(stored["key_ids"]))
     window = Window(*(int(value) for value in args.window.split(",")))
     latencies = trio.run(run_clients, load, window)
     args.output.write_text(json.dumps({"latencies_ns": latencies}))

@@ -190,7 +190,7 @@ def _sampler_command(py_spy: str, args: argparse.Namespace, pid: int,
 def profile(args: argparse.Namespace, directory: Path,
             cleanup: contextlib.ExitStack) -> None:
     py_spy = find_py_spy()
-    agent = processes.start_agent(directory)
+    agent = processes.start_agent(directory / "agent")
     cleanup.callback(agent.stop)
     with KmsClient(agent.socket_path) as client:
         params = _params(args.operation, client)

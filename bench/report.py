@@ -1,9 +1,10 @@
-"""The figures a run reports, the two target ratios, the table and the JSON.
+"""The results of a run: the JSON document and the plain-text table.
 
-Ratios are computed from the median figures. Time per operation is the
-inverse of throughput, which for one closed-loop client is its mean
-latency. The JSON contains the medians, every round's figures, the ratios
-and the settings and machine of the run.
+The JSON contains the median of every figure, every round's figures,
+the targets with their verdicts, the peers that were not measured and
+why, the agents' secret cache counters, and the settings, machine and
+agent commit of the run. ``format_table`` renders the table from that
+document alone, so a stored JSON file can be printed again.
 """
 
 from __future__ import annotations
@@ -15,81 +16,40 @@ import platform
 from pathlib import Path
 from typing import Any
 
-JSON_SCHEMA_VERSION = 1
-CONCURRENCY = (1, 16)
+from bench.catalog import LOAD, MEMORY, RATE, SECTIONS, STREAM, Figure
 
-
-@dataclasses.dataclass(frozen=True)
-class Figure:
-    """One measured figure: its JSON name and its label in the table."""
-
-    name: str
-    label: str
-    is_load: bool
-
-
-def _load_figures(prefix: str, label: str) -> list[Figure]:
-    return [Figure(f"{prefix}_c{clients}", f"{label} c={clients}", True)
-            for clients in CONCURRENCY]
-
-
-FIGURES = (
-    Figure("raw_hsm_encrypt", "raw HSM AES-GCM encrypt", False),
-    Figure("raw_aesgcm_encrypt", "raw AESGCM encrypt", False),
-    *_load_figures("echo", "echo"),
-    *_load_figures("encrypt", "Encrypt"),
-    *_load_figures("decrypt", "Decrypt"),
-    *_load_figures("generate_data_key", "GenerateDataKey"),
-)
+JSON_SCHEMA_VERSION = 2
 LOAD_METRICS = ("ops_per_s", "p50_us", "p99_us")
+MB = 10**6
 
 
-def time_per_op(figure: dict[str, float]) -> float:
-    """Return the seconds per operation of a figure, from its throughput."""
-    return 1.0 / figure["ops_per_s"]
-
-
-def compute_ratios(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
-    """Return both target ratios with their value, target and verdict."""
-    overhead = time_per_op(figures["encrypt_c1"]) / (
-        time_per_op(figures["echo_c1"]) + time_per_op(figures["raw_hsm_encrypt"]))
-    scaling = figures["encrypt_c16"]["ops_per_s"] / figures["echo_c16"]["ops_per_s"]
-    return {
-        "encrypt_c1_overhead": {
-            "description": "Encrypt c=1 time/op / (echo c=1 + raw HSM) time/op",
-            "value": overhead, "target": 1.5, "comparison": "<=",
-            "met": overhead <= 1.5,
-        },
-        "encrypt_c16_vs_echo": {
-            "description": "Encrypt c=16 ops/s / echo c=16 ops/s",
-            "value": scaling, "target": 0.5, "comparison": ">=",
-            "met": scaling >= 0.5,
-        },
-    }
-
-
-def build_results(figures: dict[str, dict[str, float]],
-                  rounds: dict[str, list[dict[str, float]]],
-                  settings: dict[str, Any], date: str,
-                  load_average: tuple[float, float, float]) -> dict[str, Any]:
+def build_results(figures: dict[str, dict[str, Any]], order: list[Figure],
+                  rounds: dict[str, list[dict[str, Any]]], ratios: dict[str, Any],
+                  context: dict[str, Any]) -> dict[str, Any]:
     """Return the JSON document of a run.
 
-    ``load_average`` is the 1, 5 and 15 minute load average at the start
-    of the run, since other work on the machine skews every figure.
+    ``context`` holds ``date``, ``settings``, ``load_average`` (1, 5 and
+    15 minute load average at the start, since other work on the machine
+    skews every figure), ``commit``, ``unavailable`` (peer name to
+    reason) and ``secret_caches``.
     """
     return {
         "schema": JSON_SCHEMA_VERSION,
-        "date": date,
+        "date": context["date"],
+        "commit": context["commit"],
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "load_average_at_start": list(load_average),
+            "load_average_at_start": list(context["load_average"]),
             "load_average_at_end": list(os.getloadavg()),
         },
-        "settings": settings,
+        "settings": context["settings"],
+        "catalog": [dataclasses.asdict(figure) for figure in order],
         "figures": figures,
-        "ratios": compute_ratios(figures),
+        "ratios": ratios,
+        "unavailable_peers": context["unavailable"],
+        "secret_caches": context["secret_caches"],
         "rounds": rounds,
     }
 
@@ -100,38 +60,79 @@ def write_json(results: dict[str, Any], path: Path) -> None:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """Return the figures and ratios of a run as a plain-text table."""
+    """Return the figures and targets of a run as a plain-text table."""
+    lines = _heading(results)
+    catalog = [Figure(**entry) for entry in results["catalog"]]
+    for section in SECTIONS:
+        members = [figure for figure in catalog if figure.section == section]
+        if members:
+            lines += ["", _SECTION_HEADINGS[section]]
+            lines += [_row(figure, results["figures"].get(figure.name, {}))
+                      for figure in members]
+    for name, reason in results["unavailable_peers"].items():
+        lines.append(f"{name} not measured: {reason}")
+    lines += ["", f"{'target':<62}{'value':>8}{'target':>10}{'met':>6}"]
+    lines += [_ratio_row(ratio) for ratio in results["ratios"].values()]
+    return "\n".join(lines)
+
+
+def _heading(results: dict[str, Any]) -> list[str]:
     settings = results["settings"]
     machine = results["machine"]
     load_average = "/".join(f"{value:.1f}" for value in (
         machine["load_average_at_start"][0], machine["load_average_at_end"][0]))
-    lines = [
+    return [
         f"kms-agent benchmark, {results['date']}, {machine['cpus']} CPUs, "
-        f"load average {load_average} (start/end)",
-        f"median of {settings['rounds']} rounds of {settings['seconds']:g} s, "
-        f"clients: {settings['client_mode']}",
-        "",
-        f"{'figure':<26}{'ops/s':>10}{'p50 us':>10}{'p99 us':>10}"
-        f"{'client CPU':>12}{'server CPU':>12}{'server us/op':>14}",
+        f"load average {load_average} (start/end), agent at {results['commit']}",
+        f"median of {settings['rounds']} rounds of {settings['seconds']:g} s "
+        f"(warm-up {settings['warmup_seconds']:g} s); agent clients: "
+        f"{settings['client_mode']}; peer clients: one thread each",
     ]
-    for figure in FIGURES:
-        lines.append(_figure_row(figure, results["figures"][figure.name]))
-    lines += ["", f"{'ratio':<54}{'value':>7}{'target':>10}{'met':>6}"]
-    for ratio in results["ratios"].values():
-        target = f"{ratio['comparison']} {ratio['target']:g}"
-        lines.append(f"{ratio['description']:<54}{ratio['value']:>7.2f}"
-                     f"{target:>10}{'yes' if ratio['met'] else 'no':>6}")
-    return "\n".join(lines)
 
 
-def _figure_row(figure: Figure, values: dict[str, float]) -> str:
-    row = f"{figure.label:<26}{values['ops_per_s']:>10,.0f}"
-    if not figure.is_load:
-        return row
-    row += f"{values['p50_us']:>10,.0f}{values['p99_us']:>10,.0f}"
+_SECTION_HEADINGS = {
+    "floors": f"{'floor':<46}{'ops/s':>10}",
+    "loads": (f"{'figure':<46}{'ops/s':>10}{'p50 us':>10}{'p99 us':>10}"
+              f"{'cli CPU':>9}{'srv CPU':>9}{'srv us/op':>11}"),
+    "store": f"{'large store':<46}",
+    "other": f"{'file and memory':<46}{'value':>10}",
+}
+
+
+def _row(figure: Figure, values: dict[str, Any]) -> str:
+    label = f"{figure.label:<46}"
+    if "error" in values:
+        return f"{label}failed: {values['error']}"
+    if not values:
+        return f"{label}not measured"
+    if figure.kind == RATE:
+        return f"{label}{values['ops_per_s']:>10,.0f}"
+    if figure.kind == STREAM:
+        return f"{label}{values['bytes_per_s'] / MB:>10,.0f} MB/s"
+    if figure.kind == MEMORY:
+        return f"{label}{values['rss_bytes'] / MB:>10,.1f} MB"
+    return label + _load_columns(values)
+
+
+def _load_columns(values: dict[str, Any]) -> str:
+    columns = f"{values['ops_per_s']:>10,.0f}{values['p50_us']:>10,.0f}"
+    columns += f"{values['p99_us']:>10,.0f}"
     for role in ("client", "server"):
         share = values.get(f"{role}_cpu_percent")
-        row += f"{share:>11.0f}%" if share is not None else f"{'-':>12}"
+        columns += f"{share:>8.0f}%" if share is not None else f"{'-':>9}"
     cost = values.get("server_cpu_us_per_op")
-    row += f"{cost:>14,.0f}" if cost is not None else f"{'-':>14}"
-    return row
+    return columns + (f"{cost:>11,.0f}" if cost is not None else f"{'-':>11}")
+
+
+def _ratio_row(ratio: dict[str, Any]) -> str:
+    target = f"{ratio['comparison']} {ratio['target']:g}"
+    if ratio["value"] is None:
+        return (f"{ratio['description']:<62}{'-':>8}{target:>10}"
+                f"{'n/a':>6}  (no {ratio['missing']})")
+    verdict = "yes" if ratio["met"] else "no"
+    return f"{ratio['description']:<62}{ratio['value']:>8.2f}{target:>10}{verdict:>6}"
+
+
+def is_load(figure: Figure) -> bool:
+    """Return whether ``figure`` is a closed-loop socket load."""
+    return figure.kind == LOAD

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from typing import Any
 
 
 @dataclasses.dataclass
@@ -62,10 +63,17 @@ def rate_figure(operations: int, elapsed_s: float) -> dict[str, float]:
     return {"ops_per_s": operations / elapsed_s}
 
 
-def median_figure(rounds: list[dict[str, float]]) -> dict[str, float]:
-    """Return the median of each metric over the rounds that have it."""
-    names = {name for figure in rounds for name in figure}
+def median_figure(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the median of each metric over the rounds that have it.
+
+    Rounds that failed (``{"error": message}``) are left out. If every
+    round failed, the result is the first round's error.
+    """
+    measured = [figure for figure in rounds if "error" not in figure]
+    if not measured:
+        return dict(rounds[0]) if rounds else {"error": "not measured"}
+    names = {name for figure in measured for name in figure}
     return {
-        name: statistics.median(figure[name] for figure in rounds if name in figure)
+        name: statistics.median(figure[name] for figure in measured if name in figure)
         for name in sorted(names)
     }
