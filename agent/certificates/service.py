@@ -175,7 +175,8 @@ class CertificateService:
         """UploadCertificate: store the issued certificate and its chain.
 
         A PENDING certificate becomes ACTIVE; an ACTIVE or INACTIVE one
-        keeps its status and gets the new certificate (a renewal).
+        keeps its status and gets the new certificate (a renewal). The
+        subject and alternative names become those of the certificate.
 
         Raises:
             CertificateMalformedError: the PEM text does not parse.
@@ -193,13 +194,16 @@ class CertificateService:
             pool = chain.load_certificates(chain_text, "CertificateChain")
             path = chain.build_path(leaf, pool)
         bundle_text = chain.to_pem(path)
+        subject = leaf.subject.rfc4514_string()
+        alternative_names = tuple(leaf_alternative_names(leaf))
         now = self.now()
 
         def mutate(current: CertificateRecord) -> CertificateRecord:
             require_status(current, UPLOAD_STATUSES, "UploadCertificate")
             status = ACTIVE if current.status == PENDING else current.status
-            return dataclasses.replace(current, chain=bundle_text, status=status,
-                                       updated_at=now)
+            return dataclasses.replace(
+                current, chain=bundle_text, status=status, subject=subject,
+                subject_alternative_names=alternative_names, updated_at=now)
 
         return await self.change(certificate_id, mutate)
 

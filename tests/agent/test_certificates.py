@@ -406,6 +406,20 @@ async def test_upload_replaces_active(agent):
     assert got["Certificate"] == pem_of(second)
 
 
+async def test_upload_takes_issued_subject(agent):
+    """The subject and names the CA issued replace the requested ones."""
+    authority = agent.authority()
+    certificate_id, request = await agent.create()
+    issued = authority.issue(request, subject=name("renamed.example.com", "Example"),
+                             sans=[x509.DNSName("renamed.example.com")])
+    await agent.call("UploadCertificate", CertificateId=certificate_id,
+                     Certificate=pem_of(issued), CertificateChain=authority.chain_pem())
+    listed = (await agent.call("ListCertificates"))["Certificates"]["Certificate"]
+    described = await agent.call("DescribeCertificate", CertificateId=certificate_id)
+    assert listed[0]["Subject"] == "CN=renamed.example.com,O=Example,C=CN"
+    assert described["SubjectAlternativeNames"] == ["renamed.example.com"]
+
+
 async def test_unknown_certificate(agent):
     """Every operation on an unknown id is Certificate.NotFound."""
     for op, params in [("DescribeCertificate", {}), ("GetCertificate", {}),
