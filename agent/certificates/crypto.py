@@ -144,6 +144,8 @@ async def export(service: CertificateService, certificate_id: str,
     """
     record = await service.get(certificate_id)
     require_status(record, USE, "ExportCertificate")
+    # NOTE: only this check keeps a non-exportable key in: its sealed key
+    # pair is the same as an exportable one's, and the keystore exports both.
     if not record.exportable:
         raise CertificateNotExportableError(
             f"The private key of the certificate {certificate_id} was created with "
