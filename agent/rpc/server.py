@@ -206,6 +206,9 @@ class Server:
             connections=self.connections)
         with trio.move_on_after(timeout):
             await self._idle.wait()
+        if self._in_flight:
+            log(logging.WARNING, "drain timed out; cancelling the requests left",
+                in_flight=self._in_flight, detail=f"drain_timeout {timeout:g} s")
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         peer = peer_credentials(stream.socket)
