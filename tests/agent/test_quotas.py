@@ -349,7 +349,13 @@ def test_quota_defaults_follow_reference():
     assert rates["cryptographic_asymmetric"][0] == 200
     assert rates["read"][0] == 20
     assert rates["write"][0] == 10
-    assert config_with().quotas.enabled is True
+    assert rates["read"][1] == 20
+
+
+def test_quotas_off_by_default():
+    """Quotas apply only when [quotas] enabled = true."""
+    assert config_with().quotas.enabled is False
+    assert config_with(quotas={"enabled": True}).quotas.enabled is True
 
 
 def test_config_names_every_bucket():
@@ -358,20 +364,15 @@ def test_config_names_every_bucket():
 
 
 def test_burst_follows_configured_rate():
-    """Setting only a rate scales the default burst with it."""
+    """Setting only a rate makes the default burst one second of it."""
     quotas = config_with(quotas={"read_rate": 2}).quotas
-    assert quotas.rates["read"] == (2.0, 120.0)
+    assert quotas.rates["read"] == (2.0, 2.0)
 
 
 def test_burst_set_explicitly():
     """A configured burst is used as given."""
     quotas = config_with(quotas={"read_rate": 2, "read_burst": 3}).quotas
     assert quotas.rates["read"] == (2.0, 3.0)
-
-
-def test_quotas_switch_off():
-    """[quotas] enabled = false is accepted."""
-    assert config_with(quotas={"enabled": False}).quotas.enabled is False
 
 
 @pytest.mark.parametrize("section, message", [

@@ -204,7 +204,8 @@ def test_full_disk_fails_closed(tmp_path):
 def test_small_quota_throttles_burst(tmp_path):
     """With a burst of 3 reads, the fourth read in a row is throttled."""
     agent = start_agent(tmp_path / "agent",
-                        extra_agent="\n[quotas]\nread_rate = 0.001\nread_burst = 3\n")
+                        extra_agent="\n[quotas]\nenabled = true\nread_rate = 0.001\n"
+                                    "read_burst = 3\n")
     try:
         with KmsClient(agent.socket) as client:
             for _ in range(3):
@@ -223,7 +224,8 @@ def test_small_quota_throttles_burst(tmp_path):
 def test_client_retries_throttled_read(tmp_path):
     """A client with retries rides out a throttled read."""
     agent = start_agent(tmp_path / "agent",
-                        extra_agent="\n[quotas]\nread_rate = 20\nread_burst = 1\n")
+                        extra_agent="\n[quotas]\nenabled = true\nread_rate = 20\n"
+                                    "read_burst = 1\n")
     policy = RetryPolicy(retries=10, base_delay=0.05, max_delay=0.5, deadline=30)
     try:
         with KmsClient(agent.socket, retries=policy) as client:
