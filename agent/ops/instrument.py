@@ -63,6 +63,10 @@ class AgentMetrics:
         self.backups = add.counter(
             "kms_agent_backups_total", "Store snapshots taken, by result.",
             ("result",))
+        self.rotations = add.counter(
+            "kms_agent_rotations_total",
+            "Automatic rotations run by the background jobs, by resource and result.",
+            ("resource", "result"))
         self.start_time = add.gauge(
             "kms_agent_start_time_seconds", "Start time of the agent, Unix seconds.")
         self.start_time.set(value=time.time())

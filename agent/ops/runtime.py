@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -118,6 +118,10 @@ class OpsRuntime:
         if settings.textfile is not None:
             nursery.start_soon(textfile_loop, self.metrics.registry.render,
                                settings.textfile, settings.textfile_interval)
+
+    def rotation_counter(self, resource: str) -> Callable[[str], None]:
+        """Return a callback that counts one rotation of ``resource``."""
+        return lambda result: self.metrics.rotations.inc(resource, result)
 
     def ready(self) -> None:
         """Tell systemd the agent serves (after the socket accepts)."""

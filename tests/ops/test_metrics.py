@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
 from agent.context import Peer, RequestContext
 from agent.keystore.base import Keystore
@@ -146,3 +147,25 @@ async def test_instrumenting_keeps_type_once():
     assert isinstance(keystore, FakeKeystore)
     assert isinstance(keystore, Keystore)
     assert metrics.keystore_seconds.count("hsm1", "random_bytes") == 1
+
+
+async def test_rotation_job_counted(tmp_path):
+    """The key rotation job reports each rotation it runs to its counter."""
+    from agent import daemon
+    from tests.agent.test_versions import Agent
+
+    agent = Agent(tmp_path / "data")
+    metrics = AgentMetrics()
+    try:
+        await agent.new_key(EnableAutomaticRotation=True, RotationInterval="7d")
+        agent.clock.advance(days=8)
+        with trio.CancelScope() as scope:
+            def count(result):
+                metrics.rotations.inc("key", result)
+                scope.cancel()
+
+            await daemon.rotation_loop(agent.keys, 3600, count)
+    finally:
+        await agent.store.aclose()
+    assert metrics.rotations.value("key", "ok") == 1
+    assert metrics.rotations.value("key", "failed") == 0
