@@ -208,7 +208,8 @@ def test_caching_client_sees_rotation(gateway_agent, kms):
         first = cache.get_secret_value("app/token")
         kms.put_secret_value(models.PutSecretValueRequest(
             secret_name="app/token", secret_data="second", version_id="v2"))
-        rotated = wait_for(lambda: cache.get_secret_value("app/token") == "second")
+        rotated = wait_for(lambda: cache.get_secret_value("app/token") == "second",
+                           timeout=60)
     finally:
         cache.close()
     assert first == "first"
