@@ -47,14 +47,19 @@ def main(argv: list[str], stdout: TextIO | None = None,
 def describe(summary: RestoreSummary) -> str:
     """Return the lines printed after a restore."""
     header = summary.header
-    keystores = ", ".join(f"{name} ({count} keys)"
+    keystores = ", ".join(f"{name} ({_count(count, 'key')})"
                           for name, count in sorted(summary.keys_by_keystore.items()))
     lines = [
         f"restored {summary.database}",
         f"  backup taken {header.created} by kms-agent {header.agent_version}, "
         f"store schema version {header.schema_version}",
-        f"  keys by keystore: {keystores or 'none'}; secrets: {summary.secrets}",
+        f"  keys by keystore: {keystores or 'none'}; "
+        f"{_count(summary.secrets, 'secret')}",
         "  these keys decrypt only with the same keystores and domain keys; set "
         "agent.data_dir to this directory and start the agent",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
