@@ -47,11 +47,10 @@ def load_certificates(text: str, parameter: str) -> list[x509.Certificate]:
     """
     try:
         certificates = x509.load_pem_x509_certificates(text.encode("utf-8"))
-        for certificate in certificates:
-            _parse_fully(certificate)
     except (ValueError, UnicodeEncodeError) as exc:
         raise CertificateMalformedError(
             f"{parameter} is not PEM certificate text: {exc}") from None
+    check_parsed(certificates, parameter)
     return certificates
 
 
@@ -65,15 +64,27 @@ def load_certificate(text: str, parameter: str) -> x509.Certificate:
     return certificates[0]
 
 
-def _parse_fully(certificate: x509.Certificate) -> None:
-    # cryptography parses some fields lazily; touch them so that a broken
-    # certificate fails here and not in a later request.
-    certificate.subject.rfc4514_string()
-    certificate.issuer.rfc4514_string()
-    list(certificate.extensions)
-    certificate.not_valid_before_utc
-    certificate.not_valid_after_utc
-    subject_public_key_info(certificate)
+def check_parsed(certificates: list[x509.Certificate], parameter: str) -> None:
+    """Parse every field the agent reads, so a broken certificate fails now.
+
+    cryptography parses names, extensions and dates lazily.
+
+    Raises:
+        CertificateMalformedError: a field does not parse; the message
+            names ``parameter``.
+    """
+    for certificate in certificates:
+        try:
+            certificate.subject.rfc4514_string()
+            certificate.issuer.rfc4514_string()
+            list(certificate.extensions)
+            certificate.not_valid_before_utc
+            certificate.not_valid_after_utc
+            subject_public_key_info(certificate)
+        except (ValueError, x509.DuplicateExtension,
+                x509.UnsupportedGeneralNameType) as exc:
+            raise CertificateMalformedError(
+                f"{parameter} has a certificate that does not parse: {exc}") from None
 
 
 def to_pem(path: list[x509.Certificate]) -> str:

@@ -220,8 +220,9 @@ class CertificateService:
             And the chain errors of ``upload``.
         """
         contents = bundle.open_pkcs12(blob, passphrase)
-        spki = pair_public_key(contents.key_spec, contents.pkcs8)
         leaf = contents.certificate
+        chain.check_parsed([leaf, *contents.additional], "PKCS12Blob")
+        spki = pair_public_key(contents.key_spec, contents.pkcs8)
         check_key(leaf, contents.key_spec, spki)
         path = [leaf]
         if contents.additional:

@@ -308,6 +308,25 @@ async def test_upload_malformed_chain(agent):
         Certificate=pem_of(authority.issue(request)), CertificateChain="garbage"))
 
 
+async def test_upload_duplicate_extension(agent):
+    """A certificate with an extension twice is Certificate.Malformed."""
+    authority = agent.authority()
+    certificate_id, request = await agent.create()
+    issued = asn1_x509.Certificate.load(authority.issue(request).public_bytes(
+        serialization.Encoding.DER))
+    tbs = issued["tbs_certificate"].copy()
+    tbs["extensions"] = [*tbs["extensions"], tbs["extensions"][0]]
+    broken = asn1_x509.Certificate({
+        "tbs_certificate": tbs, "signature_algorithm": issued["signature_algorithm"],
+        "signature_value": authority.signer.sign(tbs.dump())})
+    text = x509.load_der_x509_certificate(broken.dump()).public_bytes(
+        serialization.Encoding.PEM).decode()
+    before = await agent.snapshot(certificate_id)
+    await expect(errors.CertificateMalformedError, agent.call(
+        "UploadCertificate", CertificateId=certificate_id, Certificate=text))
+    assert await agent.snapshot(certificate_id) == before
+
+
 async def test_upload_two_certificates(agent):
     """Certificate must hold exactly one certificate."""
     authority = agent.authority()
@@ -594,7 +613,7 @@ async def test_revoked_only_verifies(agent):
 
 
 async def test_expired_refuses_signing(agent):
-    """After NotAfter, Describe says EXPIRED and signing is refused."""
+    """After NotAfter, Describe reports EXPIRED and signing is rejected."""
     certificate_id, _ = await agent.active()
     agent.clock.advance(days=120)
     described = await agent.call("DescribeCertificate", CertificateId=certificate_id)
@@ -723,7 +742,7 @@ async def test_export_pem_with_passphrase(agent):
 
 
 async def test_export_pkcs12(agent):
-    """PKCS12 export opens with the passphrase and holds key, leaf and chain."""
+    """PKCS12 export opens with the passphrase and contains key, leaf and chain."""
     authority = agent.authority("rsa")
     certificate_id, leaf = await agent.active("RSA_2048", authority)
     exported = await agent.call("ExportCertificate", CertificateId=certificate_id,

@@ -22,7 +22,7 @@ ISSUER = "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"
 
 
 class FakeClient(KmsOperations[dict]):
-    """Records calls and answers them from a table."""
+    """Records calls and returns replies from a table."""
 
     def __init__(self, replies: dict[str, dict]):
         self.replies = replies

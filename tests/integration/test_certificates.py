@@ -2,7 +2,7 @@
 
 One agent serves the module. A local CA (``certificate_authority``,
 built with cryptography, asn1crypto and tongsuopy) issues the
-certificates; requests, signatures, exports and a TLS handshake are
+certificates. Requests, signatures, exports and a TLS handshake are
 checked with cryptography, tongsuopy and Python's ssl module. Calls go
 through ``KmsClient`` and through kmsctl as a subprocess.
 """
