@@ -2,9 +2,9 @@
 
 ``health`` calls DescribeAgentHealth, prints the reply as JSON and sets
 an exit status a script or a container probe can test: 0 when the agent
-is ready, 3 when it answers but is not ready (a keystore or the store is
+is ready, 3 when it replies but is not ready (a keystore or the store is
 down), 2 when it cannot be reached. ``--live`` exits 0 whenever the
-agent answers, even with a refusal: DescribeAgentHealth needs
+agent replies, even with a refusal: DescribeAgentHealth needs
 administrator on the agent. ``backup OUT`` takes a snapshot of the agent's store with
 CreateAgentBackup, reads it in parts, checks its size and SHA-256, and
 writes OUT (mode 0600, replaced in one rename) or stdout for ``-``.
@@ -41,11 +41,11 @@ health   prints the agent's health as JSON. Exit status: 0 ready, 3 live
          but not ready (a keystore or the store is unavailable), 2 the agent
          cannot be reached, 1 bad arguments or no permission (it needs
          administrator on the agent). With --live, 0 whenever the agent
-         answers, a refusal included (for liveness probes).
+         replies, a refusal included (for liveness probes).
 backup   writes a consistent snapshot of the agent's store to OUT (mode 0600,
          replaced only when complete and verified), or to stdout for -.
-         Needs administrator on the agent. The snapshot holds key material
-         only as sealed by the keystores' domain keys; restore it with
+         Needs administrator on the agent. The snapshot contains key
+         material only as sealed by the keystores' domain keys; restore it with
          kms-agent restore OUT DATA_DIR.
 """
 
@@ -156,8 +156,8 @@ def _health(client: Any, live: bool, stdout: TextIO) -> int:
     try:
         reply = client.call("DescribeAgentHealth")
     except CallerError as error:
-        # A refusal (no administrator permission) is still an answer, so
-        # the agent is live.
+        # A refusal (no administrator permission) is still a reply, so the
+        # agent is live.
         if not live:
             raise
         reply = error.to_wire()

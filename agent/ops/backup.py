@@ -41,12 +41,12 @@ _CHUNK = 1 << 20
 
 
 class BackupError(Exception):
-    """A backup cannot be made, read or restored; the message says why."""
+    """A backup cannot be made, read or restored; the message names the cause."""
 
 
 @dataclasses.dataclass(frozen=True)
 class BackupHeader:
-    """What a backup file says about the database it carries."""
+    """The header of a backup file, describing the database it carries."""
 
     format_version: int
     created: str
@@ -201,7 +201,7 @@ def _check_digests(stream: BinaryIO, path: Path, header: BackupHeader) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class RestoreSummary:
-    """What a restore wrote: the header and the keys per keystore."""
+    """The result of a restore: the header, the database and the counts."""
 
     header: BackupHeader
     database: Path
@@ -223,7 +223,7 @@ def restore(backup: Path, data_dir: Path) -> RestoreSummary:
     header = read_backup(backup)
     if header.schema_version > len(MIGRATIONS):
         raise BackupError(
-            f"{backup} holds store schema version {header.schema_version}, newer "
+            f"{backup} contains store schema version {header.schema_version}, newer "
             f"than this agent supports ({len(MIGRATIONS)}); upgrade the agent")
     created = not data_dir.exists()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

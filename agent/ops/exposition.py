@@ -1,6 +1,6 @@
 """Serve the metrics: a loopback HTTP listener and a textfile writer.
 
-``serve_metrics`` answers ``GET /metrics`` (and HEAD) in the Prometheus
+``serve_metrics`` serves ``GET /metrics`` (and HEAD) in the Prometheus
 text format on the listeners of ``open_metrics_listeners``, a loopback
 address: the configuration refuses any other, because the listener has
 no authentication. It reads one

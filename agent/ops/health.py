@@ -1,9 +1,9 @@
 """DescribeAgentHealth: is the agent live, and ready to serve?
 
 An agent-specific operation with no cloud counterpart, for probes and
-``kmsctl health``. A reply means the agent is live. It is ready when the
-store answers a read and every keystore is ready: its backend reports
-ready and returns 16 random bytes when asked. Each keystore and the
+``kmsctl health``. A reply means the agent is live. It is ready when a
+read from the store succeeds and every keystore is ready, which means
+its backend reports ready and returns 16 random bytes when asked. Each keystore and the
 store are listed with their own state, so a probe can tell a degraded
 agent (one keystore down, the others serving) from a dead one. Reasons
 a keystore failed stay in the operator's log, never in the reply.
@@ -80,7 +80,7 @@ class HealthService:
                 "Ready": ready}
 
     async def _store_ready(self) -> bool:
-        # Any read through the interface proves the store answers; a key
+        # Any read through the interface proves the store works, and a key
         # id that cannot exist keeps it to one indexed lookup.
         try:
             await self.store.get_key("health-probe")

@@ -2,7 +2,7 @@
 
 ``AgentMetrics`` declares every metric the agent exports. Requests are
 counted and timed by ``MetricsStage``, a dispatcher stage placed first,
-so its ``after`` runs last and sees the code actually sent. A request
+so its ``after`` runs last and records the code actually sent. A request
 refused before the stages run (unknown operation, invalid parameters)
 is counted but not timed, because no stage saw it start.
 ``instrument_keystore`` times the calls of one keystore, as the agent
@@ -44,12 +44,14 @@ class AgentMetrics:
         self.request_seconds = add.histogram(
             "kms_agent_request_duration_seconds",
             "Time from the first stage to the reply, by operation.", ("operation",))
+
         self.in_progress = add.gauge(
             "kms_agent_requests_in_progress",
             "Requests past parameter validation and not yet answered.")
         self.throttled = add.counter(
             "kms_agent_throttled_requests_total",
             "Requests refused by a rate limit, by operation.", ("operation",))
+
         self.keystore_seconds = add.histogram(
             "kms_agent_keystore_call_duration_seconds",
             "Time of keystore (HSM) calls as the agent waits for them.",
@@ -58,6 +60,7 @@ class AgentMetrics:
             "kms_agent_keystore_call_errors_total",
             "Keystore calls that raised, by exception type.",
             ("keystore", "call", "error"))
+
         self.reloads = add.counter(
             "kms_agent_reloads_total", "Configuration reloads (SIGHUP).")
         self.backups = add.counter(

@@ -1,16 +1,17 @@
 """Prometheus metrics: a small registry and the text exposition format.
 
-The registry is written here instead of taken from prometheus_client:
-the agent needs counters, gauges read at scrape time and histograms,
-rendered in the text format 0.0.4 by a trio listener, and
-prometheus_client would add a dependency whose HTTP server runs in
-threads and which registers process-wide collectors by default.
+The registry is written here instead of taken from prometheus_client.
+The agent needs counters, gauges read at scrape time and histograms,
+rendered in the text format 0.0.4 by a trio listener. prometheus_client
+would add a dependency whose HTTP server runs in threads and which
+registers process-wide collectors by default.
 
 Label values come only from bounded sets (operation names of the table,
 error codes, keystore names and call names), never from request data,
-so a caller cannot grow the number of series. ``AgentMetrics`` holds the
-agent's metrics; ``stage.MetricsStage`` and ``instrument_keystore`` feed
-them, and ``exposition`` serves them.
+so a caller cannot grow the number of series. ``instrument.AgentMetrics``
+declares the agent's metrics, ``instrument.MetricsStage`` and
+``instrument.instrument_keystore`` feed them, and ``exposition`` serves
+them.
 """
 
 from __future__ import annotations

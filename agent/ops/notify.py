@@ -1,6 +1,6 @@
 """The systemd notification protocol (sd_notify), without libsystemd.
 
-A service of ``Type=notify`` tells systemd its state by sending datagrams
+A service of ``Type=notify`` reports its state to systemd by sending datagrams
 of ``KEY=VALUE`` lines to the Unix socket named by ``$NOTIFY_SOCKET``
 (a path, or ``@name`` for the abstract namespace). The agent sends
 ``READY=1`` once its socket serves, ``STATUS=`` lines, ``WATCHDOG=1``
@@ -96,13 +96,14 @@ class Notifier:
         if self._address is None:
             return False
         message = "\n".join(f"{key}={_one_line(value)}" for key, value in fields.items())
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.setblocking(False)
-            try:
+        try:
+            with socket.socket(socket.AF_UNIX,
+                               socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)
                 sock.sendto(message.encode("utf-8"), self._address)
-            except OSError:
-                self.failures += 1
-                return False
+        except OSError:
+            self.failures += 1
+            return False
         return True
 
 

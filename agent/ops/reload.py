@@ -4,12 +4,12 @@ trio delivers a signal only to the receiver opened last, so the daemon
 opens one receiver for SIGHUP here and each service registers a hook
 instead of opening its own. On SIGHUP the configuration file is loaded
 once and every hook gets it, in registration order. A file that fails
-to load is logged and changes nothing: only the hooks registered with
+to load is logged and changes nothing. Only the hooks registered with
 ``always`` run then, with None, for work that needs no configuration
-(reopening a rotated log file, retrying a keystore). A hook
-returns a short description of what it put in force, or raises
-``ReloadRejected`` to keep its previous settings; one hook failing does
-not stop the others.
+(reopening a rotated log file, retrying a keystore). A hook returns a
+short description of what it put in force, or raises ``ReloadRejected``
+to keep its previous settings. One hook failing does not stop the
+others.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ Loader = Callable[[], Any]
 
 
 class ReloadRejected(Exception):
-    """A new configuration was not put in force; the message says why."""
+    """A new configuration was not put in force; the message gives the reason."""
 
 
 class ReloadHooks:

@@ -1,10 +1,10 @@
 """The reload hooks of the agent's own settings.
 
-Each factory returns a hook for ``reload.ReloadHooks``: the log level,
-the cache limits that can change in place (ages, uses and byte budgets;
-entry bounds need a restart), the access configuration, and a check
-that names every changed setting that only a restart applies, such as
-the socket, the data directory or the keystores.
+Each factory returns a hook for ``reload.ReloadHooks``. The hooks put in
+force the log level, the access configuration, and the cache limits
+that can change in place (ages, uses and byte budgets). One more hook
+names every changed setting that only a restart applies, such as the
+socket, the data directory, the keystores or a cache's entry bound.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def access_hook(control: Any, describe: Callable[[Any], None]) -> Hook:
 
 
 def call_hook(action: Callable[[], Awaitable[None]]) -> Hook:
-    """Run ``action()`` on every reload, whatever the configuration says."""
+    """Run ``action()`` on every reload, whatever the configuration contains."""
     async def hook(config: Any) -> None:
         await action()
 

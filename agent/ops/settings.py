@@ -24,7 +24,7 @@ METRICS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
 
 @dataclasses.dataclass(frozen=True)
 class MetricsConfig:
-    """Where the agent exposes its metrics; None means not there."""
+    """The metrics outputs: a loopback address and a textfile, each None if off."""
 
     listen: tuple[str, int] | None = None
     textfile: Path | None = None
