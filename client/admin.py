@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, TextIO
 
 from client.errors import (
-    CallerError, InternalFailureError, InvalidParameterError, KmsError, ServerUnreachableError,
+    CallerError, InternalFailureError, InvalidParameterError, KmsError,
+    ServerUnreachableError,
 )
 
 COMMANDS = frozenset({"health", "backup"})

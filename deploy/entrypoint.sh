@@ -35,10 +35,12 @@ fail() {
 # Values that go into TOML strings and arrays must not need escaping.
 check_values() {
     case "$APP_UIDS" in
-        *[!0-9,]* | ,* | *, | *,,*) fail "KMS_AGENT_APP_UIDS=$APP_UIDS is not a comma-separated list of uids" ;;
+        *[!0-9,]* | ,* | *, | *,,*)
+            fail "KMS_AGENT_APP_UIDS=$APP_UIDS is not a comma-separated list of uids" ;;
     esac
     case "$STATE_DIR$SOCKET_DIR$TOKEN_LABEL" in
-        *[\"\\]*) fail "paths and the token label must not contain quotes or backslashes" ;;
+        *[\"\\]*)
+            fail "paths and the token label must not contain quotes or backslashes" ;;
     esac
     case "$SOCKET_MODE" in
         0[0-7][0-7]0) ;;
@@ -47,8 +49,10 @@ check_values() {
 }
 
 write_config() {
-    module=$("$PYTHON" -c 'from agent.keystore.softhsm import find_softhsm_module as f; print(f() or "")')
-    [ -n "$module" ] || fail "libsofthsm2.so was not found; install softhsm2 or mount a configuration"
+    module=$("$PYTHON" -c 'from agent.keystore.softhsm import find_softhsm_module
+print(find_softhsm_module() or "")')
+    [ -n "$module" ] ||
+        fail "libsofthsm2.so was not found; install softhsm2 or mount a configuration"
     cat > "$CONFIG.tmp" <<TOML
 # Written by the kms-agent container on its first start; edit it freely.
 [agent]

@@ -28,7 +28,8 @@ from agent.ops.health import agent_version
 from agent.rpc.dispatch import READ, WRITE, Operation
 from agent.rpc.params import INT, Param
 from client.errors import (
-    InternalFailureError, InvalidParameterError, LimitExceededError, ResourceNotFoundError,
+    InternalFailureError, InvalidParameterError, LimitExceededError,
+    ResourceNotFoundError,
 )
 
 MAX_BACKUPS = 2

@@ -166,8 +166,8 @@ async def _write_logged(text: str, path: Path, failing: bool) -> bool:
 def write_textfile(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one rename (mode 0644)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                         0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    descriptor = os.open(temporary, flags, 0o644)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
             stream.write(text)

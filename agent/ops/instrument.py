@@ -78,7 +78,8 @@ class AgentMetrics:
 class MetricsStage(Stage):
     """Count and time every request; see the module docstring."""
 
-    def __init__(self, metrics: AgentMetrics, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, metrics: AgentMetrics,
+                 clock: Callable[[], float] = time.perf_counter):
         self._metrics = metrics
         self._clock = clock
         self._started: dict[str, float] = {}

@@ -1,8 +1,8 @@
 """The systemd notification protocol (sd_notify), without libsystemd.
 
-A service of ``Type=notify`` reports its state to systemd by sending datagrams
-of ``KEY=VALUE`` lines to the Unix socket named by ``$NOTIFY_SOCKET``
-(a path, or ``@name`` for the abstract namespace). The agent sends
+A service of ``Type=notify`` reports its state to systemd by sending
+datagrams of ``KEY=VALUE`` lines to the Unix socket named by
+``$NOTIFY_SOCKET`` (a path, or ``@name`` for the abstract namespace). The agent sends
 ``READY=1`` once its socket serves, ``STATUS=`` lines, ``WATCHDOG=1``
 pings when ``$WATCHDOG_USEC`` asks for them, ``RELOADING=1`` around a
 reload and ``STOPPING=1`` when it drains. ``from_environ`` removes the
@@ -95,7 +95,8 @@ class Notifier:
         """
         if self._address is None:
             return False
-        message = "\n".join(f"{key}={_one_line(value)}" for key, value in fields.items())
+        message = "\n".join(f"{key}={_one_line(value)}"
+                            for key, value in fields.items())
         try:
             with socket.socket(socket.AF_UNIX,
                                socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:

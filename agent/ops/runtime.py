@@ -5,9 +5,10 @@ the systemd notification socket and any socket passed by activation,
 and removes their variables from the environment. ``attach`` instruments
 the keystores and builds health, backups and the metrics collectors once
 the services exist. ``listen`` returns the listening socket (passed or
-bound) and ``serving`` binds the metrics port. ``start`` starts the SIGHUP watcher, the watchdog and the metrics
-outputs; ``ready`` and ``stopping`` tell systemd; ``close`` drops what
-is left. Logging here is limited to what an operator acts on.
+bound) and ``serving`` binds the metrics port. ``start`` starts the
+SIGHUP watcher, the watchdog and the metrics outputs. ``ready`` and
+``stopping`` notify systemd, and ``close`` drops the backups left.
+Logging here is limited to what an operator acts on.
 """
 
 from __future__ import annotations

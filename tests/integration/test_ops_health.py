@@ -87,7 +87,8 @@ def metrics_agent(tmp_path_factory):
 
 
 def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as reply:
         assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         return reply.read().decode()
 

@@ -10,7 +10,9 @@ import threading
 import pytest
 
 from client import KmsClient
-from tests.integration.ops_support import FakeSystemd, prepare, spawn_agent, wait_for_log
+from tests.integration.ops_support import (
+    FakeSystemd, prepare, spawn_agent, wait_for_log,
+)
 
 pytestmark = pytest.mark.hsm
 

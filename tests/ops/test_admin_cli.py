@@ -159,5 +159,6 @@ def test_bad_arguments_rejected(argv):
 
 def test_find_command_skips_globals():
     """Global options before the command do not hide it."""
-    assert admin.find_command(["--socket", "/s", "--timeout=3", "backup", "x"]) == "backup"
+    argv = ["--socket", "/s", "--timeout=3", "backup", "x"]
+    assert admin.find_command(argv) == "backup"
     assert admin.find_command(["ListKeys"]) is None

@@ -33,7 +33,8 @@ async def test_ready_when_all_answer(store):
     assert reply["Live"] is True
     assert reply["Connections"] == 3
     assert reply["Store"] == {"Ready": True}
-    assert reply["Keystores"]["Keystore"] == [{"Name": "a", "Type": "fake", "Ready": True}]
+    assert reply["Keystores"]["Keystore"] == [
+        {"Name": "a", "Type": "fake", "Ready": True}]
 
 
 async def test_failed_probe_degrades(store):

@@ -78,7 +78,8 @@ def test_sysusers_tmpfiles_create(tmp_path):
     """sysusers makes the user and tmpfiles the directories, in a scratch root."""
     sysusers, tmpfiles = require("systemd-sysusers"), require("systemd-tmpfiles")
     (tmp_path / "etc").mkdir()
-    subprocess.run([sysusers, f"--root={tmp_path}", str(SYSTEMD / "kms-agent.sysusers")],
+    subprocess.run([sysusers, f"--root={tmp_path}",
+                    str(SYSTEMD / "kms-agent.sysusers")],
                    check=True, capture_output=True, timeout=60)
     subprocess.run([tmpfiles, f"--root={tmp_path}", "--create",
                     str(SYSTEMD / "kms-agent.tmpfiles")],
