@@ -4,7 +4,7 @@ The 32-byte domain key is made outside the agent, encrypted to an RSA
 transport key that each token generated, and unwrapped into both tokens
 as a sensitive, non-extractable key with the same label and CKA_ID. A
 store backed up from an agent on the first token, restored next to the
-second token, decrypts there. SoftHSM2 stands in for both HSMs.
+second token, decrypts there. SoftHSM2 plays both HSMs.
 """
 
 from __future__ import annotations

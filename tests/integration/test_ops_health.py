@@ -139,7 +139,7 @@ def test_scrape_reports_state(metrics_agent):
 
 
 def test_textfile_written(metrics_agent):
-    """The textfile for node_exporter holds the same metric families."""
+    """The textfile for node_exporter contains the same metric families."""
     agent, _ = metrics_agent
     path = agent.config.parent / "kms_agent.prom"
     wait_for_log(agent, "ready")

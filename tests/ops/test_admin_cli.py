@@ -18,7 +18,7 @@ BACKUP = b"K" * 2500 + b"end"
 
 
 class FakeClient:
-    """Answers health and backup calls; records what it was asked."""
+    """Replies to health and backup calls and records the operations called."""
 
     def __init__(self, ready=True, backup=BACKUP, digest=None, refuse=False):
         self.ready = ready
@@ -82,7 +82,7 @@ def test_health_not_ready_exit_three():
 
 
 def test_health_live_ignores_readiness():
-    """--live exits 0 whenever the agent answers."""
+    """--live exits 0 whenever the agent replies."""
     status, _ = run(["--socket", "/x", "health", "--live"], FakeClient(ready=False))
     assert status == 0
 

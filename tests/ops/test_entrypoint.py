@@ -1,6 +1,6 @@
 """The container entry point, run directly in a temporary directory.
 
-Without a Docker daemon the image cannot be built here, so these tests
+Without a Docker daemon the image cannot be built here. So these tests
 run deploy/entrypoint.sh as the image would: first start, second start,
 a mounted configuration, bad input, and the sidecar flow in which an
 application uid reads a secret through the shared socket.

@@ -42,7 +42,7 @@ async def test_get_metrics(port):
 
 
 async def test_head_has_no_body(port):
-    """HEAD /metrics answers the headers only."""
+    """HEAD /metrics returns the headers only."""
     reply = await fetch(port, b"HEAD /metrics HTTP/1.0\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200 OK")
     assert reply.endswith(b"\r\n\r\n")

@@ -25,7 +25,7 @@ async def store(tmp_path):
 
 
 async def test_ready_when_all_answer(store):
-    """With every keystore and the store answering, the agent is ready."""
+    """With every keystore and the store working, the agent is ready."""
     health = HealthService({"a": FakeKeystore("a")}, store, lambda: 3)
     reply = await health.describe()
     assert reply["Status"] == "ready"
@@ -57,7 +57,7 @@ async def test_unavailable_keystore_reason_hidden(store):
 
 
 async def test_closed_store_not_ready(tmp_path):
-    """A store that cannot answer a read makes the agent not ready."""
+    """A store that fails a read makes the agent not ready."""
     store = SqliteStore(tmp_path / "data")
     await store.aclose()
     reply = await HealthService({"a": FakeKeystore("a")}, store).describe()
