@@ -1,7 +1,7 @@
 """Helpers for the operations tests: a fake systemd and unwaited starts.
 
 ``FakeSystemd`` is the datagram socket that ``$NOTIFY_SOCKET`` names, so
-tests read what the agent tells systemd. ``spawn_agent`` starts the real
+tests read what the agent sends to systemd. ``spawn_agent`` starts the real
 daemon without waiting for it, with an optional listening socket passed
 as descriptor 3 the way systemd's socket activation does.
 """
