@@ -165,7 +165,7 @@ class LimitsConfig:
     """The ``[limits]`` section: resource counts per keystore, versions per key.
 
     Alibaba Cloud KMS allows 200 keys and 300 aliases per region (2021
-    documentation). Those are account quotas of a shared service; in the
+    documentation). Those are account quotas of a shared service. In the
     agent a key costs one database row, not an HSM object, so the
     defaults only keep the store and its list calls bounded.
     """

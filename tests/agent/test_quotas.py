@@ -34,7 +34,7 @@ from tests.fakes import FakeKeystore
 
 
 class FakeTime:
-    """A monotonic clock in seconds that moves only when told to."""
+    """A monotonic clock in seconds that moves only when a test advances it."""
 
     def __init__(self):
         self.now = 1000.0
