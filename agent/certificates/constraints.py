@@ -72,11 +72,8 @@ def _check_name(name: x509.GeneralName, limits: x509.NameConstraints) -> str | N
 
 
 def _same_type(name: x509.GeneralName, subtree: x509.GeneralName) -> bool:
-    if type(name) is not type(subtree):
-        return False
-    if isinstance(name, x509.IPAddress):
-        return name.value.version == subtree.value.version
-    return True
+    # IPv4 and IPv6 are one type: an IPv6 address is outside IPv4 subtrees.
+    return type(name) is type(subtree)
 
 
 def _within(name: x509.GeneralName, subtree: x509.GeneralName, excluded: bool) -> bool:
@@ -114,6 +111,8 @@ def _email_within(address: str, base: str) -> bool:
 
 
 def _ip_within(address, network) -> bool:
+    if address.version != network.version:
+        return False
     if isinstance(address, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
         return address.subnet_of(network)
     return address in network
