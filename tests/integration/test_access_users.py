@@ -134,7 +134,7 @@ def test_alice_administers_her_keystore(tenants):
     ])
     assert codes(outcomes) == ["OK"] * 11
     assert outcomes[0]["result"]["KeyMetadata"]["DKMSInstanceId"] == "tenant-a"
-    assert outcomes[0]["result"]["KeyMetadata"]["Creator"] == str(tenants.alice.uid)
+    assert outcomes[0]["result"]["KeyMetadata"]["Creator"] == "alice"
     assert outcomes[6]["result"]["Plaintext"] == b"a secret"
 
 
