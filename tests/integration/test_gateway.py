@@ -265,7 +265,7 @@ def test_dedicated_sdk_sign(gateway_agent, kms):
 
 def test_dedicated_sdk_errors(gateway_agent, key_id):
     """Errors reach the dkms-gcs SDK as its Error message, with their codes."""
-    missing, wrong_aad = run_dkms(gateway_agent, [
+    missing, cbc = run_dkms(gateway_agent, [
         {"api": "encrypt", "request": {"KeyId": "key-missing",
                                        "Plaintext": b64(b"x")}},
         {"api": "encrypt", "request": {"KeyId": key_id, "Plaintext": b64(b"x"),
@@ -273,4 +273,4 @@ def test_dedicated_sdk_errors(gateway_agent, key_id):
     ])
     assert missing["error"]["code"] == "Forbidden.KeyNotFound"
     assert missing["error"]["status"] == 404
-    assert wrong_aad["error"]["code"] == "UnsupportedOperation"
+    assert cbc["error"]["code"] == "UnsupportedOperation"
