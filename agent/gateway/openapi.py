@@ -128,8 +128,8 @@ def parse_form(text: str, where: str) -> list[tuple[str, str]]:
     for field in text.split("&"):
         name, sep, value = field.partition("=")
         if not sep or not name:
-            raise ParseRequestError(
-                f"The {where} has a field that is not name=value: {field[:64]!r}.")
+            # The field is not quoted: it could be part of a plaintext.
+            raise ParseRequestError(f"The {where} has a field that is not name=value.")
         pairs.append((_unquote(name, where), _unquote(value, where)))
     return pairs
 

@@ -187,8 +187,8 @@ class GatewayServer:
         while True:
             try:
                 event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                await self._reply_malformed(stream, conn, peer, exc)
+            except h11.RemoteProtocolError:
+                await self._reply_malformed(stream, conn, peer)
                 return None
             if event is not h11.NEED_DATA:
                 return event
@@ -269,9 +269,11 @@ class GatewayServer:
                 extra={"fields": {"request_id": error.request_id}})
             return Outcome(protocol.error_response(error))
 
-    async def _reply_malformed(self, stream: Any, conn: h11.Connection, peer: Peer,
-                               exc: h11.RemoteProtocolError) -> None:
-        error = ParseRequestError(f"The HTTP request is malformed: {exc}.")
+    async def _reply_malformed(self, stream: Any, conn: h11.Connection,
+                               peer: Peer) -> None:
+        # h11's message may quote the request line, and with it a plaintext.
+        error = ParseRequestError(
+            "The HTTP request is malformed; check the request line and headers.")
         error.request_id = str(uuid.uuid4())
         self._refused(error, None, peer)
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
