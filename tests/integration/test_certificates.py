@@ -30,7 +30,7 @@ from tongsuopy.crypto.asymciphers import ec as sm_ec
 
 from client import KmsClient, errors
 from tests.agent.certificate_authority import TestAuthority, pem_of
-from tests.integration.conftest import REPO
+from tests.integration.conftest import REPO, launch
 
 pytestmark = pytest.mark.hsm
 KMSCTL = [str(Path(sys.executable).with_name("kmsctl"))]
@@ -317,3 +317,21 @@ def test_delete_then_not_found(client, ec_authority):
         client.describe_certificate(certificate_id)
     with pytest.raises(errors.CertificateNotFoundError):
         client.certificate_private_key_sign(certificate_id, "ECDSA_SHA_256", MESSAGE)
+
+
+def test_certificate_survives_restart(running_agent, now):
+    """After a restart, the certificate's HSM key still signs for its certificate."""
+    authority = TestAuthority(now, "ec")
+    with KmsClient(running_agent.socket) as first:
+        certificate_id, leaf = active(first, authority)
+    running_agent.stop()
+    restarted = launch(running_agent.config, running_agent.config.parent)
+    try:
+        with KmsClient(restarted.socket) as second:
+            signature = second.certificate_private_key_sign(
+                certificate_id, "ECDSA_SHA_256", MESSAGE)["SignatureValue"]
+            status = second.describe_certificate(certificate_id)["Status"]
+    finally:
+        restarted.stop()
+    verify_signature(leaf, "ECDSA_SHA_256", signature)
+    assert status == "ACTIVE"
