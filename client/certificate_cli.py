@@ -1,8 +1,9 @@
 """``kmsctl write-csr``, ``upload-certificate`` and ``export-tls-bundle``.
 
-Shortcuts for the certificate steps that involve files: write the PEM
-request of a certificate for a CA, upload the issued certificate and its
-issuers from files, and write a TLS server's certificate file (the
+Shortcuts for the certificate steps that involve files. ``write-csr``
+writes the PEM request of a certificate for a CA, ``upload-certificate``
+uploads the issued certificate and its issuers from files, and
+``export-tls-bundle`` writes a TLS server's certificate file (the
 certificate, then its issuers) and private key file. Key files are
 created with mode 0600 and replace OUT only when complete. Failures
 raise ``KmsError``; ``client.cli`` prints them and picks the exit status.

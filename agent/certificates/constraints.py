@@ -5,7 +5,7 @@ The names checked are the subject alternative names, the subject as a
 directory name (skipped for a self-issued intermediate, as RFC 5280
 requires), and e-mail addresses in the subject. For each name type the
 permitted subtrees mention, every name of that type must fall in one of
-them; no name may fall in an excluded subtree. Supported types: DNS
+them. No name may fall in an excluded subtree. Supported types: DNS
 names, e-mail addresses, IP addresses and directory names.
 
 A constraint of another type (URI, other names) against a certificate

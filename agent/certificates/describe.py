@@ -1,7 +1,7 @@
 """The DescribeCertificate, GetCertificate and ListCertificates replies.
 
 Fields follow the Certificates Manager API. A PENDING certificate shows
-the subject and alternative names it was requested with; an uploaded one
+the subject and alternative names it was requested with. An uploaded one
 shows those of its certificate, with its issuer, serial number and
 validity. ``ValidityStatus`` (an agent field) is VALID, EXPIRED or
 NOT_YET_VALID for the certificate and its issuers at the service clock's
