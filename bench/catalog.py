@@ -101,7 +101,7 @@ def peer_figure(peer: str, operation: str, clients: int) -> Figure:
 
 
 def store_figures(store_keys: int) -> tuple[Figure, ...]:
-    """Return the figures of the agent whose store holds ``store_keys`` keys."""
+    """Return the figures of the agent whose store contains ``store_keys`` keys."""
     count = f"{store_keys:,} keys"
     return (
         Figure("encrypt_store_c1", f"Encrypt c=1, {count}", LOAD,
@@ -113,13 +113,21 @@ def store_figures(store_keys: int) -> tuple[Figure, ...]:
     )
 
 
-def other_figures(store_keys: int, file_bytes: int) -> tuple[Figure, ...]:
-    """Return the throughput and memory figures."""
+def file_figures(file_bytes: int) -> tuple[Figure, ...]:
+    """Return encrypt-file's figure and its two floors, for a file of ``file_bytes``."""
     size = f"{file_bytes / 2**20:,.0f} MiB"
     return (
         Figure("encrypt_file", f"encrypt-file {size}", STREAM, section="other"),
         Figure("raw_aesgcm_stream", "raw AESGCM 64 KiB chunks", STREAM, "floor",
                section="other"),
+        Figure("raw_aesgcm_file", f"raw AESGCM {size} file, fsync", STREAM, "floor",
+               section="other"),
+    )
+
+
+def memory_figures(store_keys: int) -> tuple[Figure, ...]:
+    """Return the agents' resident memory figures."""
+    return (
         Figure("rss_idle", "RSS idle, 10 keys", MEMORY, section="other"),
         Figure("rss_store", f"RSS, {store_keys:,} keys and cached secrets",
                MEMORY, section="other"),

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 SYSTEMS = (("echo", "echo floor"), ("kms-agent", "kms-agent"),
            ("openbao", "OpenBao"), ("moto", "moto"), ("pykmip", "PyKMIP"))
-# Each peer operation stands next to the agent's operation of that name.
+# Peer operations whose name differs from the agent operation they match.
 PEER_OPERATION = {"get_secret_hit": "get_secret"}
 OPERATIONS = (("encrypt", "Encrypt"), ("decrypt", "Decrypt"),
               ("generate_data_key", "GenerateDataKey"),

@@ -272,8 +272,8 @@ def accepts_tcp(port: int) -> bool:
 def free_port(span: int = 1) -> int:
     """Return a port P on 127.0.0.1 where P to P + span - 1 are free now.
 
-    Another process may take the ports before the caller binds them; the
-    server then fails to start and says so.
+    Another process may take the ports before the caller binds them, and
+    the server then fails to start with an error in its log.
     """
     while True:
         with socket.socket() as probe:

@@ -3,7 +3,7 @@
 Every ratio is computed from the median figures. Time per operation is
 the inverse of throughput, which for one closed-loop client is its mean
 latency. A target whose figures are missing (a peer that did not start,
-a load that failed) gets no value and says which figure is missing.
+a load that failed) gets no value and names the missing figure.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from bench.catalog import LOAD, MEMORY, RATE, SECTIONS, STREAM, Figure
+from bench.catalog import MEMORY, RATE, SECTIONS, STREAM, Figure
 
 JSON_SCHEMA_VERSION = 2
 LOAD_METRICS = ("ops_per_s", "p50_us", "p99_us")
@@ -28,7 +28,7 @@ def build_results(figures: dict[str, dict[str, Any]], order: list[Figure],
                   context: dict[str, Any]) -> dict[str, Any]:
     """Return the JSON document of a run.
 
-    ``context`` holds ``date``, ``settings``, ``load_average`` (1, 5 and
+    ``context`` contains ``date``, ``settings``, ``load_average`` (1, 5 and
     15 minute load average at the start, since other work on the machine
     skews every figure), ``commit``, ``unavailable`` (peer name to
     reason) and ``secret_caches``.
@@ -90,11 +90,12 @@ def _heading(results: dict[str, Any]) -> list[str]:
     ]
 
 
+_LOAD_COLUMNS = (f"{'ops/s':>10}{'p50 us':>10}{'p99 us':>10}"
+                 f"{'cli CPU':>9}{'srv CPU':>9}{'srv us/op':>11}")
 _SECTION_HEADINGS = {
     "floors": f"{'floor':<46}{'ops/s':>10}",
-    "loads": (f"{'figure':<46}{'ops/s':>10}{'p50 us':>10}{'p99 us':>10}"
-              f"{'cli CPU':>9}{'srv CPU':>9}{'srv us/op':>11}"),
-    "store": f"{'large store':<46}",
+    "loads": f"{'figure':<46}{_LOAD_COLUMNS}",
+    "store": f"{'large store':<46}{_LOAD_COLUMNS}",
     "other": f"{'file and memory':<46}{'value':>10}",
 }
 
@@ -132,7 +133,3 @@ def _ratio_row(ratio: dict[str, Any]) -> str:
     verdict = "yes" if ratio["met"] else "no"
     return f"{ratio['description']:<62}{ratio['value']:>8.2f}{target:>10}{verdict:>6}"
 
-
-def is_load(figure: Figure) -> bool:
-    """Return whether ``figure`` is a closed-loop socket load."""
-    return figure.kind == LOAD

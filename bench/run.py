@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure kms-agent against its floors (raw HSM, raw AES-GCM, "
                     "bare protocol echo) and peer key servers, and check the "
                     "targets.")
+
     parser.add_argument("--seconds", type=float,
                         help="measured seconds per figure and round (default 1, "
                              "or 0.2 with --quick)")
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int,
                         help="rounds of every figure, of which the table shows "
                              "medians (default 3, or 2 with --quick)")
+
     parser.add_argument("--store-keys", type=int, metavar="N",
                         help="keys and cached secrets in the large store "
                              "(default 10000, or 100 with --quick)")
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="the short smoke configuration, which checks that "
                              "the suite works and gives rough figures")
+
     parser.add_argument("--no-peers", action="store_true",
                         help="measure no peer key server (installs nothing)")
     parser.add_argument("--peers", default=",".join(catalog.PEERS), metavar="LIST",
@@ -73,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-processes", type=int, default=0, metavar="N",
                         help="spread each agent load's clients over N worker "
                              "processes (default 0: trio tasks in this process)")
+
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="also write every figure to PATH as JSON")
     parser.add_argument("--plot", type=Path, metavar="PATH",
@@ -173,8 +177,7 @@ def measure(args: argparse.Namespace, context: dict[str, Any]) -> dict[str, Any]
         finished = suite.finish()
         context.update(unavailable=suite.unavailable,
                        secret_caches=finished["secret_caches"])
-        order = suite.order + list(catalog.other_figures(
-            args.store_keys, args.file_mib * 2**20)[2:])
+        order = suite.order + list(catalog.memory_figures(args.store_keys))
     figures = {name: median_figure(values) for name, values in rounds.items()}
     figures.update(finished["figures"])
     targets = ratios.evaluate(figures, args.store_keys)

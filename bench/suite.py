@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,6 +51,12 @@ class Suite:
         self.unavailable: dict[str, str] = {}
         self.extra: dict[str, dict[str, float]] = {}
         self._cleanup = contextlib.ExitStack()
+        self._started = time.monotonic()
+
+    def progress(self, message: str) -> None:
+        """Print ``message`` to stderr after the seconds since the suite began."""
+        print(f"[{time.monotonic() - self._started:4.0f} s] {message}",
+              file=sys.stderr, flush=True)
 
     def __enter__(self) -> Suite:
         try:
@@ -71,6 +78,7 @@ class Suite:
             tempfile.TemporaryDirectory(prefix="kms-bench-")))
         # The children start before this process loads SoftHSM2, which
         # sets SOFTHSM2_CONF in the environment they would inherit.
+        self.progress("starting the echo floor and three agents")
         self.echo = self._child(processes.start_echo(self.directory))
         self.main = self._child(processes.start_agent(
             self.directory / "main", processes.SecretCache(CACHE_TTL_S)))
@@ -106,16 +114,17 @@ class Suite:
     def _fill_store(self) -> None:
         socket_path = str(self.store.socket_path)
         names = population.secret_names("bench-", self.args.store_keys)
-        _progress(f"filling the store agent: {len(names):,} secrets")
+        self.progress(f"filling the store agent: {len(names):,} secrets")
         trio.run(population.create_secrets, socket_path, names)
         missing = self.args.store_keys - trio.run(population.count_keys, socket_path)
-        _progress(f"filling the store agent: {missing:,} keys")
+        self.progress(f"filling the store agent: {missing:,} keys")
         self.store_key_ids = tuple(trio.run(population.create_aes_keys, socket_path,
                                             missing))
-        _progress("filling the store agent: reading every secret once")
+        self.progress("filling the store agent: reading every secret once")
         trio.run(population.read_secrets, socket_path, names)
 
     def _start_peer(self, name: str) -> None:
+        self.progress(f"starting {name}")
         try:
             venv = install.environment(name)
             peer = servers.STARTERS[name](venv, self.directory / name)
@@ -124,7 +133,7 @@ class Suite:
         except (install.InstallError, processes.ServerStartError,
                 peer_driver.PeerError, OSError) as error:
             self.unavailable[name] = str(error).splitlines()[0][:300]
-            _progress(f"{name} not measured: {self.unavailable[name]}")
+            self.progress(f"{name} not measured: {self.unavailable[name]}")
             return
         self._cleanup.callback(client.close)
         self.peers[name] = client
@@ -140,10 +149,10 @@ class Suite:
                 group += self._peers_of(peer_operation, clients)
                 group += self._store_of(operation, clients)
                 groups.append(group)
-        stream, raw = catalog.other_figures(self.args.store_keys,
-                                            self.args.file_mib * 2**20)[:2]
-        groups.append([(stream, self._encrypt_file),
-                       (raw, lambda: floors.stream_for(self.args.seconds))])
+        command, raw, sealed = catalog.file_figures(self.args.file_mib * 2**20)
+        groups.append([(command, self._encrypt_file),
+                       (raw, lambda: floors.stream_for(self.args.seconds)),
+                       (sealed, lambda: files.seal_file(self.source))])
         return groups
 
     def _floors_of(self, operation: str,
@@ -251,7 +260,7 @@ class Suite:
             flat = [entry for group in groups for entry in group]
             for figure, measure in flat if number % 2 == 0 else reversed(flat):
                 rounds[figure.name].append(_measure_one(figure, measure))
-                _progress(f"round {number + 1}/{self.args.rounds}  "
+                self.progress(f"round {number + 1}/{self.args.rounds}  "
                           f"{_describe(figure, rounds[figure.name][-1])}")
         return rounds
 
@@ -292,6 +301,3 @@ def _describe(figure: Figure, values: dict[str, Any]) -> str:
         return f"{figure.name:<34}{values['bytes_per_s'] / 1e6:>12,.0f} MB/s"
     return f"{figure.name:<34}{values['ops_per_s']:>12,.0f} ops/s"
 
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -135,7 +135,8 @@ class Moto:
         self.key_id = created["KeyMetadata"]["KeyId"]
         created = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")
         self.rsa_key_id = created["KeyMetadata"]["KeyId"]
-        self.blob = kms.encrypt(KeyId=self.key_id, Plaintext=PLAINTEXT)["CiphertextBlob"]
+        encrypted = kms.encrypt(KeyId=self.key_id, Plaintext=PLAINTEXT)
+        self.blob = encrypted["CiphertextBlob"]
         self.pool.append(kms)
 
     def connect(self):
@@ -300,7 +301,7 @@ def _reply(message: dict) -> None:
 
 
 def serve(runner: Runner) -> None:
-    """Answer commands from stdin until ``exit`` or end of input."""
+    """Run commands from stdin, one reply each, until ``exit`` or end of input."""
     for line in sys.stdin:
         command = json.loads(line)
         name = command.get("command")

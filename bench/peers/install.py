@@ -46,7 +46,7 @@ def environment(name: str, root: Path = PEERS_DIR) -> Path:
     _run([sys.executable, "-m", "venv", str(directory)], f"venv for {name}")
     _run([str(directory / "bin" / "python"), "-m", "pip", "install", "--quiet",
           "--disable-pip-version-check", *REQUIREMENTS[name]], f"pip for {name}")
-    (directory / _MARKER).write_text(_wanted(name), encoding="utf-8")
+    (directory / _MARKER).write_text(_requirements_text(name), encoding="utf-8")
     print(f"installed {name} in {time.monotonic() - started:.0f} s",
           file=sys.stderr, flush=True)
     return directory
@@ -56,24 +56,25 @@ def installed(name: str, root: Path = PEERS_DIR) -> Path | None:
     """Return the directory of environment ``name`` if it is installed, else None."""
     directory = root / name
     marker = directory / _MARKER
-    if marker.is_file() and marker.read_text(encoding="utf-8") == _wanted(name):
+    expected = _requirements_text(name)
+    if marker.is_file() and marker.read_text(encoding="utf-8") == expected:
         return directory
     return None
 
 
-def _wanted(name: str) -> str:
+def _requirements_text(name: str) -> str:
     return "\n".join(REQUIREMENTS[name]) + "\n"
 
 
-def _run(command: list[str], what: str) -> None:
+def _run(command: list[str], step: str) -> None:
     try:
         completed = subprocess.run(command, capture_output=True, text=True,
                                    timeout=INSTALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise InstallError(f"{what} timed out after {INSTALL_TIMEOUT_S} s") from None
+        raise InstallError(f"{step} timed out after {INSTALL_TIMEOUT_S} s") from None
     except OSError as error:
-        raise InstallError(f"{what} could not run: {error}") from None
+        raise InstallError(f"{step} could not run: {error}") from None
     if completed.returncode != 0:
         output = (completed.stdout + completed.stderr).strip()[-800:]
-        raise InstallError(f"{what} exited with status {completed.returncode}: "
+        raise InstallError(f"{step} exited with status {completed.returncode}: "
                            f"{output}")

@@ -1,6 +1,6 @@
 """Unit tests of the benchmark suite's pure parts: targets, medians, tables.
 
-They feed made-up figures, so they say nothing about speed. The peer
+They feed made-up figures and measure no speed. The peer
 client's closed loop runs here against a fake peer in this process.
 """
 
