@@ -140,8 +140,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the server to sample: the agent (default) or "
                              "the echo floor, which answers every operation")
     parser.add_argument("--operation", default="Encrypt",
-                        choices=("Encrypt", "Decrypt", "GenerateDataKey"),
-                        help="the operation to load (default Encrypt)")
+                        choices=("Encrypt", "Decrypt", "GenerateDataKey",
+                                 "AsymmetricSign", "GetSecretValue"),
+                        help="the operation to load (default Encrypt); "
+                             "AsymmetricSign signs with an EC_P256 key and "
+                             "GetSecretValue reads one cached secret")
     parser.add_argument("--clients", type=int, default=16,
                         help="concurrent clients, one connection each (default 16)")
     parser.add_argument("--seconds", type=float, default=10.0,
@@ -160,6 +163,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _params(operation: str, client: KmsClient) -> dict:
+    if operation == "AsymmetricSign":
+        created = client.create_key(key_spec="EC_P256", key_usage="SIGN/VERIFY",
+                                    protection_level="HSM")["KeyMetadata"]
+        return {"KeyId": created["KeyId"],
+                "KeyVersionId": created["PrimaryKeyVersion"],
+                "Algorithm": "ECDSA_SHA_256", "Digest": floors.DIGEST}
+    if operation == "GetSecretValue":
+        client.create_secret("profile-secret", "s" * 32, "v1")
+        return {"SecretName": "profile-secret"}
     created = client.create_key(key_spec="Aliyun_AES_256", protection_level="HSM")
     key_id = created["KeyMetadata"]["KeyId"]
     if operation == "Decrypt":
