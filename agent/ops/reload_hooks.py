@@ -15,11 +15,13 @@ from typing import Any, Awaitable, Callable
 from agent.logs import LOGGER_NAME
 from agent.ops.reload import Hook, ReloadRejected
 
-# Settings read once at start; a reload that changes them only warns.
+# Settings read once at start, so a reload that changes them is rejected
+# with their names. A setting that gains a reload hook leaves this list.
 RESTART_SETTINGS = ("socket", "socket_mode", "socket_group", "data_dir",
-                    "max_frame_bytes", "drain_timeout", "region", "keystores",
-                    "default_keystore", "purge_interval", "rotation_check_interval",
-                    "metrics")
+                    "max_frame_bytes", "drain_timeout", "region", "log_format",
+                    "keystores", "default_keystore", "purge_interval",
+                    "rotation_check_interval", "metrics", "audit", "quotas",
+                    "limits", "gateway", "connection_limits")
 RESTART_CACHE_SETTINGS = (("secrets", "cache_max_entries"),
                           ("secrets", "cache_max_bytes"),
                           ("secrets", "rotation"),
