@@ -77,6 +77,8 @@ class OpsRuntime:
         self.instrument_keystores()
         self.health = HealthService(keystores, store, self._connections)
         self.health.socket_activated = self.socket_activated
+        # NOTE: backups copy the SQLite file behind ``store.path``; a store
+        # on another database will need its own snapshot method.
         self.backups = BackupSessions(store.path, self.config.data_dir)
         self.backups.on_result = lambda result: self.metrics.backups.inc(result)
         add_agent_collectors(self.metrics, services, keystores, self._connections)
