@@ -36,6 +36,8 @@ from agent.auth.stage import AccessStage
 from agent.config import AgentConfig
 from agent.cache import ops as cache_ops
 from agent.cache.data_keys import DataKeyCache
+from agent.certificates import ops as certificate_ops
+from agent.certificates.service import CertificateService
 from agent.context import Clock
 from agent.gateway.identity import GatewayAccess
 from agent.gateway.runtime import Gateway, open_gateway
@@ -68,6 +70,7 @@ class Services:
     auth: AccessControl | None = None
     # Health, backups and metrics (agent.ops.runtime.OpsRuntime).
     ops: Any = None
+    certificates: CertificateService | None = None
 
 
 def all_operations() -> list[Operation]:
@@ -76,7 +79,7 @@ def all_operations() -> list[Operation]:
             *random_ops.OPERATIONS, *secret_ops.OPERATIONS, *cache_ops.OPERATIONS,
             *auth_ops.OPERATIONS, *asymmetric.OPERATIONS, *mac.OPERATIONS,
             *byok.OPERATIONS, *export.OPERATIONS, *health.OPERATIONS,
-            *backup_ops.OPERATIONS]
+            *backup_ops.OPERATIONS, *certificate_ops.OPERATIONS]
 
 
 async def open_keystores(config: AgentConfig) -> dict[str, Keystore]:
@@ -129,7 +132,12 @@ async def purge_loop(service: KeyService, interval: float) -> None:
         await trio.sleep(interval)
 
 
-async def rotation_loop(service: KeyService, interval: float) -> None:
+# Called with "ok" or "failed" after each background rotation, for metrics.
+RotationCounter = Callable[[str], None]
+
+
+async def rotation_loop(service: KeyService, interval: float,
+                        count: RotationCounter = lambda result: None) -> None:
     """Rotate keys whose automatic rotation is due, at start and every
     ``interval`` s, so a rotation that fell due while the agent was down
     happens as soon as it starts."""
@@ -140,17 +148,20 @@ async def rotation_loop(service: KeyService, interval: float) -> None:
             log(logging.ERROR, "key rotation check failed", error=repr(exc))
             due = []
         for key_id in due:
-            await _rotate_key(service, key_id)
+            await _rotate_key(service, key_id, count)
         await trio.sleep(interval)
 
 
-async def _rotate_key(service: KeyService, key_id: str) -> None:
+async def _rotate_key(service: KeyService, key_id: str,
+                      count: RotationCounter) -> None:
     try:
         version = await rotation.rotate_if_due(service, key_id)
     except Exception as exc:  # the key stays due and is retried next tick
         log(logging.ERROR, "key rotation failed", key_id=key_id, error=repr(exc))
+        count("failed")
         return
     if version is not None:
+        count("ok")
         log(logging.INFO, "key rotated", key_id=key_id,
             key_version=version.version_id)
 
@@ -167,7 +178,8 @@ async def secret_purge_loop(service: SecretService, interval: float) -> None:
         await trio.sleep(interval)
 
 
-async def secret_rotation_loop(service: SecretService, interval: float) -> None:
+async def secret_rotation_loop(service: SecretService, interval: float,
+                               count: RotationCounter = lambda result: None) -> None:
     """Rotate secrets whose automatic rotation is due, every ``interval`` s.
 
     Only the exception type of an unexpected failure is logged, since its
@@ -181,6 +193,7 @@ async def secret_rotation_loop(service: SecretService, interval: float) -> None:
                 error=type(exc).__name__)
             results = []
         for name, version_id, error in results:
+            count("ok" if error is None else "failed")
             if error is None:
                 log(logging.INFO, "secret rotated", secret_name=name,
                     secret_version=version_id)
@@ -198,12 +211,27 @@ async def _watch_signals(server: Server, config: AgentConfig,
         async for signum in signals:
             log(logging.INFO, "stopping", signal=signal.Signals(signum).name)
             before_drain()
-            async with trio.open_nursery() as drains:
-                drains.start_soon(server.drain, config.drain_timeout)
-                if gateway is not None:
-                    drains.start_soon(gateway.drain, config.drain_timeout)
+            async with trio.open_nursery() as stopping:
+                stopping.start_soon(_stop_on_second_signal, signals,
+                                    stopping.cancel_scope)
+                async with trio.open_nursery() as drains:
+                    drains.start_soon(server.drain, config.drain_timeout)
+                    if gateway is not None:
+                        drains.start_soon(gateway.drain, config.drain_timeout)
+                stopping.cancel_scope.cancel()
             cancel_scope.cancel()
             return
+
+
+async def _stop_on_second_signal(signals: Any, drain_scope: trio.CancelScope) -> None:
+    # A second SIGTERM or SIGINT ends the drain at once. Left unread, it
+    # would be delivered again when the receiver closes and kill the
+    # process before the store and keystores are closed.
+    async for signum in signals:
+        log(logging.WARNING, "second stop signal; not waiting for in-flight requests",
+            signal=signal.Signals(signum).name)
+        drain_scope.cancel()
+        return
 
 
 async def run_agent(config: AgentConfig, clock: Clock | None = None,
@@ -311,7 +339,8 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
             time.monotonic)
         access = build_access(config, store, clock)
         services = Services(keys=keys, secrets=secrets, data_keys=data_keys,
-                            auth=access, ops=ops)
+                            auth=access, ops=ops,
+                            certificates=CertificateService.from_keys(keys))
         ops.attach(keystores, store, services)
         trail = _open_audit(config, clock)
         # The metrics stage is first, so its after() sees the final code.
@@ -341,8 +370,10 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
             nursery.start_soon(byok.expiry_loop, keys, config.purge_interval)
             nursery.start_soon(secret_purge_loop, secrets, config.purge_interval)
             nursery.start_soon(secret_rotation_loop, secrets,
-                               config.secrets.rotation_check_interval)
-            nursery.start_soon(rotation_loop, keys, config.rotation_check_interval)
+                               config.secrets.rotation_check_interval,
+                               ops.rotation_counter("secret"))
+            nursery.start_soon(rotation_loop, keys, config.rotation_check_interval,
+                               ops.rotation_counter("key"))
             log(logging.INFO, "ready", socket=str(config.socket),
                 keystore=",".join(keystores), store=str(store.path))
             ops.ready()
