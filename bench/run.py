@@ -95,9 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.seconds <= 0 or args.warmup < 0 or args.rounds < 1:
         parser.error("--seconds must be positive, --warmup not negative and "
                      "--rounds at least 1")
-    if args.client_processes < 0 or args.store_keys < 1 or args.file_mib < 1:
-        parser.error("--client-processes must not be negative, --store-keys and "
-                     "--file-mib at least 1")
+    # The large store needs one AES key besides the secrets' default key.
+    if args.client_processes < 0 or args.store_keys < 2 or args.file_mib < 1:
+        parser.error("--client-processes must not be negative, --store-keys at "
+                     "least 2 and --file-mib at least 1")
     args.concurrency = _int_list(parser, args.concurrency)
     args.peers = [] if args.no_peers else _peer_list(parser, args.peers)
     return args
