@@ -26,7 +26,7 @@ from client.errors import AuditUnavailableError, KmsError
 STATE_CHANGING_GROUPS = frozenset({CREATE, WRITE})
 # Parameters that name the resource of a request, most specific first.
 REFERENCE_PARAMS = ("KeyId", "ProtectedResourceArn", "DestinationKeyId",
-                    "ClientKeyId", "Principal")
+                    "ClientKeyId", "Principal", "CertificateId")
 MAX_FIELD_CHARS = 512
 
 
@@ -79,8 +79,10 @@ def _resource(ctx: RequestContext, values: dict[str, Any],
     reference = _text(values, *REFERENCE_PARAMS)
     if reference is not None:
         return reference
-    if result is not None and isinstance(result.get("ClientKeyId"), str):
-        return result["ClientKeyId"]
+    if result is not None:
+        for name in ("ClientKeyId", "CertificateId"):
+            if isinstance(result.get(name), str):
+                return result[name]
     entries = values.get("SecretsList")
     if isinstance(entries, list):
         names = [_text(entry, "SecretName") for entry in entries

@@ -685,3 +685,13 @@ def test_open_trail_refuses_damaged(tmp_path):
     path.write_bytes(path.read_bytes()[:-3])
     with pytest.raises(AuditFileError, match="is damaged"):
         open_trail(AuditConfig(), tmp_path, FakeClock())
+
+
+def test_certificate_resource_recorded():
+    """A certificate operation records its CertificateId as the resource."""
+    from agent.audit.stage import _resource
+    from agent.context import Peer, RequestContext
+    ctx = RequestContext.new("DescribeCertificate", Peer(0, 0, 1))
+    assert _resource(ctx, {"CertificateId": "cert-1"}, None) == "cert-1"
+    created = RequestContext.new("CreateCertificate", Peer(0, 0, 1))
+    assert _resource(created, {}, {"CertificateId": "cert-2"}) == "cert-2"
