@@ -262,6 +262,19 @@ _KEYSTORE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
 }
 
 
+def check_trusted_file(info: os.stat_result, path: Path, what: str) -> None:
+    """Raise ConfigError unless only root or this process's user can change
+    the file: whoever can write it can grant themselves any permission.
+    """
+    if info.st_mode & 0o022:
+        raise ConfigError(
+            f"{what}: {path} is writable by group or others; run chmod go-w {path}")
+    if info.st_uid not in (0, os.geteuid()):
+        raise ConfigError(
+            f"{what}: {path} is owned by uid {info.st_uid}; it must be owned by "
+            "root or by the user the agent runs as")
+
+
 def load_config(path: Path) -> AgentConfig:
     """Read and validate the configuration file at ``path``.
 
@@ -270,6 +283,7 @@ def load_config(path: Path) -> AgentConfig:
     """
     try:
         with open(path, "rb") as stream:
+            check_trusted_file(os.fstat(stream.fileno()), path, "configuration file")
             raw = tomllib.load(stream)
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {path}") from None
@@ -377,17 +391,14 @@ def _read_policy_file(path: Path) -> dict[str, Any]:
     # Whoever can write this file can grant themselves any permission.
     try:
         with open(path, "rb") as stream:
-            mode = os.fstat(stream.fileno()).st_mode
+            stat_result = os.fstat(stream.fileno())
             raw = tomllib.load(stream)
     except OSError as exc:
         raise ConfigError(f"agent.policy_file: cannot read {path}: "
                           f"{exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    if mode & 0o022:
-        raise ConfigError(
-            f"agent.policy_file: {path} is writable by group or others; "
-            f"run chmod go-w {path}")
+    check_trusted_file(stat_result, path, "agent.policy_file")
     _check_unknown(raw, {"principals", "policies"}, f"{path}: ")
     return raw
 

@@ -79,7 +79,7 @@ def _convert(param: Param, value: Any) -> Any:
             value = json.loads(value)
             # JSON escapes can spell lone surrogates, which no store accepts.
             json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except (ValueError, UnicodeEncodeError):
+        except (ValueError, UnicodeEncodeError, RecursionError):
             raise _invalid(param, "is not valid JSON text") from None
     if kind == BOOL and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"

@@ -116,3 +116,27 @@ def test_bad_gateway_keys_named(tmp_path, key, value, named):
     """An invalid [gateway] key is named in the error."""
     with pytest.raises(ConfigError, match=named):
         parse_config(with_change("gateway", key, value), tmp_path)
+
+
+def test_writable_config_refused(tmp_path):
+    """A configuration file that others can write is refused."""
+    source = (REPO / "config.example.toml").read_text()
+    path = tmp_path / "config.toml"
+    path.write_text(source)
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match="writable by group or others"):
+        load_config(path)
+
+
+def test_foreign_policy_file_refused(tmp_path):
+    """A policy file owned by another user is refused."""
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    policies = tmp_path / "policies.toml"
+    policies.write_text("")
+    os.chown(policies, 65534, 65534)
+    raw = copy.deepcopy(VALID)
+    raw["agent"]["policy_file"] = str(policies)
+    with pytest.raises(ConfigError, match="owned by uid 65534"):
+        parse_config(raw, tmp_path)

@@ -369,3 +369,9 @@ async def test_alias_arn_names_key_keystore(tmp_path):
     described = await instance.call("DescribeKey", KeyId=aliases[0]["AliasArn"])
     assert described["KeyMetadata"]["KeyId"] == key_id
     await instance.store.aclose()
+
+
+async def test_deeply_nested_json_rejected(agent):
+    """JSON text nested thousands deep is InvalidParameter, not a crash."""
+    with pytest.raises(errors.InvalidParameterError):
+        await agent.call("ListKeys", Filters="[" * 5000 + "]" * 5000)
