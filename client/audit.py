@@ -5,9 +5,10 @@ header (``"type": "header"``, the format name and ``version``); each
 later line records one request. Every line carries ``prev``, the
 ``hash`` of the line before it, and ``hash``, the SHA-256 of the line's
 canonical JSON (sorted keys, no spaces) without ``hash``. The agent
-writes that canonical JSON with ``hash`` appended as the last member. The header of
-a new chain has ``prev`` equal to ``GENESIS``. The header of a file that
-continues a rotated one has the last hash of that file.
+writes that canonical JSON with ``hash`` appended as the last member, and
+the verifier accepts only lines that are exactly those bytes. The header
+of a new chain has ``prev`` equal to ``GENESIS``. The header of a file
+that continues a rotated one has the last hash of that file.
 
 Editing, removing, inserting or reordering a line, or cutting the last
 one short, breaks the chain at the first changed line. The chain has no
@@ -81,8 +82,12 @@ def seal(fields: dict[str, Any], prev: str) -> tuple[bytes, str]:
     """
     text = canonical({**fields, "prev": prev})
     digest = hashlib.sha256(text).hexdigest()
+    return _with_hash(text, digest) + b"\n", digest
+
+
+def _with_hash(text: bytes, digest: str) -> bytes:
     # The record always has members, so its text ends with "}" after one.
-    return text[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n', digest
+    return text[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}'
 
 
 def header_fields(time: str) -> dict[str, Any]:
@@ -95,11 +100,15 @@ def parse_line(data: bytes, number: int) -> dict[str, Any]:
     """Parse one line (without its newline) and check its own hash.
 
     Raises:
-        ChainError: the line is not a JSON object, lacks ``prev`` or
-            ``hash``, or was changed after it was written.
+        ChainError: the line is not a JSON object, has a duplicate key,
+            lacks ``prev`` or ``hash``, was changed after it was written,
+            or is not byte for byte the text the agent writes.
     """
     try:
-        record = json.loads(data.decode("utf-8"))
+        record = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as duplicate:
+        raise ChainError(number, f"has the key {duplicate.key!r} more than "
+                                 "once") from None
     except (UnicodeDecodeError, ValueError):
         raise ChainError(number, "is not a JSON record") from None
     if not isinstance(record, dict):
@@ -108,9 +117,33 @@ def parse_line(data: bytes, number: int) -> dict[str, Any]:
     if not (isinstance(digest, str) and _HASH.fullmatch(digest)
             and isinstance(prev, str) and _HASH.fullmatch(prev)):
         raise ChainError(number, "lacks a valid hash or prev field")
-    if hashlib.sha256(canonical(record)).hexdigest() != digest:
+    try:
+        text = canonical(record)
+    except UnicodeEncodeError:
+        raise ChainError(number, "is not a JSON record") from None
+    if hashlib.sha256(text).hexdigest() != digest:
         raise ChainError(number, "was modified: its hash does not match its content")
+    # Parsing drops spacing, member order and escapes, so the line must
+    # be the very bytes the agent would write for the parsed record.
+    if _with_hash(text, digest) != data:
+        raise ChainError(number, "is not in canonical form: it differs from the "
+                                 "text the agent writes for the same record")
     record["hash"] = digest
+    return record
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise _DuplicateKey(key)
+        record[key] = value
     return record
 
 

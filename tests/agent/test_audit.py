@@ -112,6 +112,19 @@ def _drop_header(lines):
     del lines[0]
 
 
+def _duplicate_key(lines):
+    # The hash covers the last value, the one json.loads keeps by default.
+    lines[3] = lines[3].replace(b'{"code":"OK"', b'{"code":"Fake","code":"OK"')
+
+
+def _add_space(lines):
+    lines[3] = lines[3].replace(b',"op":', b', "op":')
+
+
+def _escape_letter(lines):
+    lines[3] = lines[3].replace(b'"op":"Encrypt"', b'"op":"\\u0045ncrypt"')
+
+
 TAMPERING = [
     (_edit, 4, "was modified"),
     (_edit_rehashed, 5, "does not follow line 4"),
@@ -121,6 +134,9 @@ TAMPERING = [
     (_truncate, 6, "is incomplete"),
     (_edit_header, 1, "format version 2"),
     (_drop_header, 1, "is not a kms-agent-audit header"),
+    (_duplicate_key, 4, "has the key 'code' more than once"),
+    (_add_space, 4, "is not in canonical form"),
+    (_escape_letter, 4, "is not in canonical form"),
 ]
 
 
@@ -169,6 +185,21 @@ def test_kmsctl_verify_names_bad_line(tmp_path):
     status = cli.run(["audit", "verify", str(path)], stdout=out, stderr=err)
     assert status == 1
     assert err.getvalue().startswith(f"{path}:4: ")
+    assert out.getvalue() == ""
+
+
+def test_kmsctl_verify_duplicate_key(tmp_path):
+    """A line with a repeated key exits 1 naming that line."""
+    path = tmp_path / "audit.jsonl"
+    write_file(path, [4])
+    lines = lines_of(path)
+    _duplicate_key(lines)
+    path.write_bytes(b"".join(lines))
+    out, err = io.StringIO(), io.StringIO()
+    status = cli.run(["audit", "verify", str(path)], stdout=out, stderr=err)
+    assert status == 1
+    assert err.getvalue().startswith(f"{path}:4: ")
+    assert "more than once" in err.getvalue()
     assert out.getvalue() == ""
 
 
