@@ -44,6 +44,9 @@ from client.errors import (
 )
 
 MAX_IN_FLIGHT_PER_CONNECTION = 128
+# Operations that only wait, with no side effect, so they end when their
+# caller disconnects instead of holding memory until their timeout.
+CANCEL_ON_DISCONNECT = frozenset({"WaitSecretChange"})
 READ_CHUNK_BYTES = 65536
 NONCE_BYTES = 32
 _PEERCRED = struct.Struct("3i")
@@ -100,6 +103,8 @@ class _Session:
         self.offered_key_id: str | None = None
         self.nonce = b""
         self.welcomed = False
+        # Cancel scopes of this connection's long polls.
+        self.waits: set[trio.CancelScope] = set()
         self.handshake_deadline = trio.current_time() + handshake_timeout
 
 
@@ -232,6 +237,10 @@ class Server:
                     await self._read_loop(stream, conn, session, send_lock, slots,
                                           requests)
                 self._read_scopes.discard(scope)
+                if not scope.cancelled_caught:
+                    # The caller left: nobody will read a long poll's reply.
+                    for wait in session.waits:
+                        wait.cancel()
         finally:
             self.connections -= 1
             self._per_uid[peer.uid] -= 1
@@ -357,16 +366,21 @@ class Server:
     async def _run_request(self, stream: trio.SocketStream, conn: wire.Connection,
                            send_lock: trio.Lock, slots: trio.Semaphore,
                            session: _Session, request: wire.Request) -> None:
+        wait = trio.CancelScope()
         try:
             ctx = RequestContext.new(request.op, session.peer,
                                      client_key_id=session.client_key_id)
-            try:
-                result = await self._dispatcher.handle(ctx, request.params)
-                response = wire.Response(request.id, result=result)
-            except KmsError as error:
-                response = wire.error_response(error, request.id)
-            await self._send(stream, send_lock, conn.send(response))
+            with wait:
+                if request.op in CANCEL_ON_DISCONNECT:
+                    session.waits.add(wait)
+                try:
+                    result = await self._dispatcher.handle(ctx, request.params)
+                    response = wire.Response(request.id, result=result)
+                except KmsError as error:
+                    response = wire.error_response(error, request.id)
+                await self._send(stream, send_lock, conn.send(response))
         finally:
+            session.waits.discard(wait)
             slots.release()
             self._finished()
 

@@ -163,3 +163,38 @@ def test_drain_releases_long_poll(tmp_path):
         agent.stop()
     assert code == 0
     assert replies[0]["Changed"] is False
+
+
+def test_disconnect_ends_long_polls(shared_agent):
+    """Long polls of a client that disconnected stop waiting at once."""
+    import msgpack
+    import socket as socket_module
+    import struct
+    from client import KmsClient
+
+    def frame(message):
+        payload = msgpack.packb(message, use_bin_type=True)
+        return struct.pack(">I", len(payload)) + payload
+
+    with KmsClient(shared_agent.socket) as client:
+        client.call("CreateSecret", SecretName="polls/db", VersionId="v1",
+                    SecretData="pw")
+        for _ in range(5):
+            raw = socket_module.socket(socket_module.AF_UNIX)
+            raw.connect(str(shared_agent.socket))
+            raw.sendall(frame({"type": "hello", "versions": [1], "client": "t"}))
+            for number in range(1, 21):
+                raw.sendall(frame({"type": "request", "id": number,
+                                   "op": "WaitSecretChange",
+                                   "params": {"SecretName": "polls/db",
+                                              "VersionId": "v1",
+                                              "TimeoutSeconds": 300}}))
+            time.sleep(0.05)
+            raw.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            waiters = client.call("DescribeAgentCache")["SecretWaiters"]
+            if waiters == 0:
+                break
+            time.sleep(0.1)
+        assert waiters == 0
