@@ -11,6 +11,8 @@ Exit codes: 0 after a clean stop, 2 for a configuration or startup error.
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -24,13 +26,18 @@ DEV_TOKEN_LABEL = "kms-agent-dev"
 
 
 def dev_config(directory: Path):
-    """Create (or reuse) a dev token under ``directory``; return its config."""
+    """Create (or reuse) a dev token under ``directory``; return its config.
+
+    Raises:
+        StartupError: SoftHSM2 is missing, or ``directory`` exists but is
+            owned by another user or writable by group or others.
+    """
     from agent.keystore import softhsm
 
+    prepare_dev_directory(directory)
     module = softhsm.find_softhsm_module()
     if module is None:
         raise StartupError("dev mode needs SoftHSM2: install the softhsm2 package")
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = softhsm.init_token(directory / "token", DEV_TOKEN_LABEL)
     raw = {
         "agent": {"socket": "agent.sock", "data_dir": "data", "socket_mode": "0600",
@@ -42,6 +49,33 @@ def dev_config(directory: Path):
         }},
     }
     return parse_config(raw, base_dir=directory.resolve())
+
+
+def prepare_dev_directory(directory: Path) -> None:
+    """Create ``directory`` with mode 0700, or check the existing one.
+
+    Another user who owns the directory or can write to it could replace
+    the socket, the token or the store in it.
+
+    Raises:
+        StartupError: the directory is owned by another user or is
+            writable by group or others.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        status = os.stat(directory)
+    except OSError as exc:
+        raise StartupError(f"cannot create the dev directory {directory}: "
+                           f"{exc.strerror}") from None
+    if status.st_uid != os.geteuid():
+        raise StartupError(
+            f"the dev directory {directory} is owned by uid {status.st_uid}, not "
+            f"by this user (uid {os.geteuid()}); use a directory of your own")
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StartupError(
+            f"the dev directory {directory} is writable by group or others (mode "
+            f"{stat.S_IMODE(status.st_mode):04o}); run 'chmod go-w {directory}' "
+            "or use a new directory")
 
 
 def build_parser() -> argparse.ArgumentParser:
