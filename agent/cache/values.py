@@ -109,6 +109,15 @@ class ValueCache:
             del self._entries[key]
         self.stats.invalidations += 1
 
+    def invalidate_all(self) -> None:
+        """Drop every entry and refuse values fetched before this call."""
+        self._clock += 1
+        self._floor = self._clock
+        self._marks.clear()
+        for key in list(self._entries):
+            del self._entries[key]
+        self.stats.invalidations += 1
+
     def _live_entry(self, key: tuple[str, Hashable, ...]) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is None:

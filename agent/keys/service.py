@@ -79,6 +79,9 @@ class KeyService:
         self.default_keystore = default_keystore
         self.clock = clock
         self.region = region
+        # Called after a key's state changes or it is purged, so caches of
+        # values protected by the key (secrets) drop them at once.
+        self.state_listeners: list[Callable[[str], None]] = []
 
     def now(self) -> str:
         """Return the current time as an API timestamp."""
@@ -236,9 +239,12 @@ class KeyService:
         for _ in range(_UPDATE_ATTEMPTS):
             key = await self.resolve(key_ref)
             try:
-                return await self.store.update_key(mutate(key))
+                stored = await self.store.update_key(mutate(key))
             except ConflictError:
                 continue
+            if stored.state != key.state:
+                self._notify_state(stored.key_id)
+            return stored
         raise InternalFailureError()
 
     async def set_enabled(self, key_ref: str, enabled: bool) -> KeyRecord:
@@ -304,7 +310,12 @@ class KeyService:
         for key_id in await self.store.keys_due_for_deletion(now):
             if await self.store.purge_key(key_id, now):
                 purged.append(key_id)
+                self._notify_state(key_id)
         return purged
+
+    def _notify_state(self, key_id: str) -> None:
+        for listener in self.state_listeners:
+            listener(key_id)
 
     async def unreadable_keystores(self) -> list[str]:
         """Return keystores that cannot unseal the material they stored.

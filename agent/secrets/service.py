@@ -81,6 +81,9 @@ class SecretService:
         self.rotator = Rotator(config.rotation, config.rotation_timeout)
         self.notifier = ChangeNotifier()
         self._default_key_lock = trio.Lock()
+        # A disabled or deleted key must stop cached values at once. Key
+        # state changes are rare, so the whole cache is dropped.
+        keys.state_listeners.append(lambda key_id: self.cache.invalidate_all())
 
     def now(self) -> str:
         """Return the current time as an API timestamp."""

@@ -320,3 +320,18 @@ async def test_describe_agent_cache(keyed):
     assert reply["DataKeyCache"]["Misses"] == 1
     assert reply["DataKeyCache"]["Entries"] == 1
     assert reply["SecretWaiters"] == 0
+
+
+
+@pytest.mark.parametrize("change", ["DisableKey", "ScheduleKeyDeletion"])
+async def test_key_change_stops_cached_value(tmp_path, change):
+    """Disabling or scheduling a secret's key stops its cached value at once."""
+    agent = SecretAgent(tmp_path, config(cache_ttl=300, stale_max_age=3600))
+    key_id = (await agent.call("CreateKey"))["KeyMetadata"]["KeyId"]
+    await agent.create(name="c/db", EncryptionKeyId=key_id)
+    assert (await agent.call("GetSecretValue", SecretName="c/db"))["SecretData"]
+    params = {"PendingWindowInDays": 7} if change == "ScheduleKeyDeletion" else {}
+    await agent.call(change, KeyId=key_id, **params)
+    with pytest.raises((errors.KeyDisabledError, errors.KeyPendingDeletionError)):
+        await agent.call("GetSecretValue", SecretName="c/db")
+    await agent.store.aclose()
