@@ -33,7 +33,7 @@ from client.errors import (
     MissingParameterError,
     ServerUnreachableError,
 )
-from client.wire import SOCKET_ENV
+from client.wire import SOCKET_ENV, LocalProtocolError
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -189,11 +189,21 @@ def run(argv: list[str], *, client_factory: ClientFactory | None = None,
         params = convert_params(invocation.params, stdin)
         with _agent_client(factory, socket_path, invocation.timeout) as client:
             reply = client.call(invocation.command, **params)
-    except KmsError as error:
-        stderr.write(format_error(error) + "\n")
-        return 1 if 400 <= error.http_status < 500 else 2
+    except (KmsError, LocalProtocolError) as error:
+        return _report_error(error, stderr)
     stdout.write(format_reply(reply) + "\n")
     return 0
+
+
+def _report_error(error: KmsError | LocalProtocolError, stderr: TextIO) -> int:
+    # The client checks its inputs before sending them, so a value the
+    # protocol forbids should not reach the wire layer. If one does, it most
+    # likely came from the caller's input (such as a client key file), so
+    # it is reported as InvalidParameter instead of a traceback.
+    if isinstance(error, LocalProtocolError):
+        error = InvalidParameterError(f"The request cannot be sent: {error}.")
+    stderr.write(format_error(error) + "\n")
+    return 1 if 400 <= error.http_status < 500 else 2
 
 
 def parse_command_line(argv: list[str]) -> Invocation:

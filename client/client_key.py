@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from client.errors import InvalidParameterError
-from client.wire import client_key_proof_message
+from client.wire import MAX_CLIENT_KEY_ID, client_key_proof_message
 
 CLIENT_KEY_ENV = "KMS_AGENT_CLIENT_KEY"
 
@@ -43,8 +43,10 @@ class ClientKey:
         """Build a key from a parsed client key file.
 
         Raises:
-            InvalidParameterError: a field is missing or the private key
-                is not an unencrypted Ed25519 PKCS#8 PEM.
+            InvalidParameterError: a field is missing, the key id is not 1
+                to ``MAX_CLIENT_KEY_ID`` printable ASCII characters (the
+                limit of the handshake), or the private key is not an
+                unencrypted Ed25519 PKCS#8 PEM.
         """
         from cryptography.hazmat.primitives.asymmetric.ed25519 import (
             Ed25519PrivateKey,
@@ -57,6 +59,7 @@ class ClientKey:
             raise InvalidParameterError(
                 "A client key file needs the strings ClientKeyId (or KeyId) and "
                 "PrivateKeyData.")
+        _check_key_id(key_id)
         try:
             private_key = load_pem_private_key(pem.encode("ascii"), password=None)
         except (ValueError, TypeError, UnicodeEncodeError):
@@ -73,7 +76,8 @@ class ClientKey:
 
         Raises:
             InvalidParameterError: the file cannot be read, is readable by
-                group or others, or is not a client key file.
+                group or others, or is not a valid client key file; the
+                message names the file.
         """
         path = Path(path)
         try:
@@ -94,7 +98,26 @@ class ClientKey:
         if not isinstance(document, dict):
             raise InvalidParameterError(
                 f"The client key file {path} is not a JSON object.")
-        return cls.from_json(document)
+        try:
+            return cls.from_json(document)
+        except InvalidParameterError as error:
+            raise InvalidParameterError(
+                f"The client key file {path} is invalid: {error.message}") from None
+
+
+def _check_key_id(key_id: str) -> None:
+    # The handshake accepts only these ids, so a longer one or one with a
+    # control character would fail later, when the first request is sent.
+    # The message does not repeat the id, which may be any text.
+    if not 0 < len(key_id) <= MAX_CLIENT_KEY_ID:
+        problem = f"it has {len(key_id)}"
+    elif not (key_id.isascii() and key_id.isprintable()):
+        problem = "it contains a control or non-ASCII character"
+    else:
+        return
+    raise InvalidParameterError(
+        f"The ClientKeyId (or KeyId) must be 1 to {MAX_CLIENT_KEY_ID} printable "
+        f"ASCII characters, but {problem}.")
 
 
 def resolve_client_key(client_key: "ClientKey | str | os.PathLike[str] | None"
