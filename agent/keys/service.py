@@ -20,6 +20,7 @@ from agent.keys import rotation, specs, states
 from agent.keys.blob import (
     FORMAT_DATA_KEY, FORMAT_PLAINTEXT, blob_header, canonical_context, parse_blob,
 )
+from agent.locks import NamedLocks, contention_error
 from agent.keystore.base import (
     ASYMMETRIC_SPECS, HMAC_KEY_BYTES, HSM, SOFTWARE, SYMMETRIC_KEY_BYTES,
     DecryptionFailed, KeyMaterial, Keystore,
@@ -82,6 +83,7 @@ class KeyService:
         # Called after a key's state changes or it is purged, so caches of
         # values protected by the key (secrets) drop them at once.
         self.state_listeners: list[Callable[[str], None]] = []
+        self.write_locks = NamedLocks()
 
     def now(self) -> str:
         """Return the current time as an API timestamp."""
@@ -236,16 +238,18 @@ class KeyService:
         ``mutate`` checks the state and raises for a forbidden change. On
         a lost compare-and-swap the key is reread and ``mutate`` runs again.
         """
-        for _ in range(_UPDATE_ATTEMPTS):
-            key = await self.resolve(key_ref)
-            try:
-                stored = await self.store.update_key(mutate(key))
-            except ConflictError:
-                continue
-            if stored.state != key.state:
-                self._notify_state(stored.key_id)
-            return stored
-        raise InternalFailureError()
+        key_id = (await self.resolve(key_ref)).key_id
+        async with self.write_locks.hold(key_id):
+            for _ in range(_UPDATE_ATTEMPTS):
+                key = await self.resolve(key_id)
+                try:
+                    stored = await self.store.update_key(mutate(key))
+                except ConflictError:
+                    continue
+                if stored.state != key.state:
+                    self._notify_state(stored.key_id)
+                return stored
+        raise contention_error(f"key {key_id}")
 
     async def set_enabled(self, key_ref: str, enabled: bool) -> KeyRecord:
         """EnableKey and DisableKey."""

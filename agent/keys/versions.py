@@ -22,12 +22,13 @@ from agent.keys import rotation, states
 from agent.keys.ops import KEY_ID, PAGE_NUMBER, PAGE_SIZE
 from agent.keys.service import ORIGIN_KMS, KeyService
 from agent.keystore.base import SYMMETRIC_KEY_BYTES
+from agent.locks import contention_error
 from agent.rpc.dispatch import CREATE, READ, Operation
 from agent.rpc.params import Param
 from agent.store.base import ConflictError
 from agent.store.records import KeyRecord, KeyVersionRecord, parse_time
 from client.errors import (
-    InternalFailureError, KeyVersionNotFoundError, LimitExceededError,
+    KeyVersionNotFoundError, LimitExceededError,
     UnsupportedOperationError, UnsupportedOriginError,
 )
 
@@ -93,16 +94,19 @@ async def create_key_version(service: KeyService, key_ref: str
         LimitExceededError: the key has its limit of versions (50 by
             default), or is asymmetric with a version younger than 7 days.
     """
-    for _ in range(_CREATE_ATTEMPTS):
-        key = await service.resolve(key_ref)
-        _check_versionable(key)
-        versions = await service.store.list_versions(key.key_id)
-        _check_limits(key, versions, service.clock.now(), _version_limit(service))
-        try:
-            return await rotation.rotate(service, key)
-        except ConflictError:
-            continue
-    raise InternalFailureError()
+    key_id = (await service.resolve(key_ref)).key_id
+    async with service.write_locks.hold(key_id):
+        for _ in range(_CREATE_ATTEMPTS):
+            key = await service.resolve(key_id)
+            _check_versionable(key)
+            versions = await service.store.list_versions(key.key_id)
+            _check_limits(key, versions, service.clock.now(),
+                          _version_limit(service))
+            try:
+                return await rotation.rotate(service, key)
+            except ConflictError:
+                continue
+    raise contention_error(f"key {key_id}")
 
 
 async def describe_key_version(service: KeyService, key_ref: str,

@@ -28,6 +28,7 @@ from agent.keystore.base import SYMMETRIC_KEY_BYTES
 from agent.secrets import envelope, stages as stage_rules, validate
 from agent.secrets.rotation import Rotator
 from agent.secrets.watch import ChangeNotifier
+from agent.locks import NamedLocks, contention_error
 from agent.store.base import ConflictError, DuplicateError, LimitError, Store
 from agent.store.records import (
     ACS_CURRENT, AliasRecord, KeyRecord, SecretRecord, SecretVersionRecord,
@@ -81,6 +82,7 @@ class SecretService:
         self.rotator = Rotator(config.rotation, config.rotation_timeout)
         self.notifier = ChangeNotifier()
         self._default_key_lock = trio.Lock()
+        self.write_locks = NamedLocks()
         # A disabled or deleted key must stop cached values at once. Key
         # state changes are rare, so the whole cache is dropped.
         keys.state_listeners.append(lambda key_id: self.cache.invalidate_all())
@@ -193,16 +195,17 @@ class SecretService:
         dropped and its waiters woken whether or not the write succeeded.
         """
         try:
-            for _ in range(_UPDATE_ATTEMPTS):
-                secret = _require(await self.store.get_secret(name), name,
-                                  allow_pending)
-                updated, version, drop = await mutate(secret)
-                updated = dataclasses.replace(updated, update_time=self.now())
-                try:
-                    return await self.store.write_secret(updated, version, drop)
-                except ConflictError:
-                    continue
-            raise InternalFailureError()
+            async with self.write_locks.hold(name):
+                for _ in range(_UPDATE_ATTEMPTS):
+                    secret = _require(await self.store.get_secret(name), name,
+                                      allow_pending)
+                    updated, version, drop = await mutate(secret)
+                    updated = dataclasses.replace(updated, update_time=self.now())
+                    try:
+                        return await self.store.write_secret(updated, version, drop)
+                    except ConflictError:
+                        continue
+            raise contention_error(f"secret {name}")
         finally:
             self.changed(name)
 

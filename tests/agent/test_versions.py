@@ -6,6 +6,8 @@ the keystore is a fake and the clock is a FakeClock.
 
 from __future__ import annotations
 
+import dataclasses
+
 import uuid
 
 import pytest
@@ -306,9 +308,11 @@ async def test_create_version_concurrent_writer(agent, monkeypatch):
 
     async def rotate_after_edit(service, key):
         if not edited:
+            # Another agent on the same database edits the key meanwhile.
             edited.append(key.revision)
-            await agent.call("UpdateKeyDescription", KeyId=key_id,
-                             Description="edited meanwhile")
+            current = await service.store.get_key(key_id)
+            await service.store.update_key(
+                dataclasses.replace(current, description="edited meanwhile"))
         return await rotate(service, key)
 
     monkeypatch.setattr(rotation, "rotate", rotate_after_edit)
@@ -336,3 +340,22 @@ async def test_versions_survive_reopen(tmp_path):
     finally:
         await second.store.aclose()
 
+
+
+async def test_concurrent_versions_all_succeed(tmp_path):
+    """Twenty concurrent CreateKeyVersion calls on one key all succeed."""
+    import trio
+    from tests.agent.test_key_operations import Agent
+    agent = Agent(tmp_path)
+    key_id = await agent.new_key()
+    results = []
+
+    async def create():
+        reply = await agent.call("CreateKeyVersion", KeyId=key_id)
+        results.append(reply["KeyVersion"]["KeyVersionId"])
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(create)
+    assert len(set(results)) == 20
+    await agent.store.aclose()
