@@ -21,7 +21,7 @@ from agent.rpc.params import BOOL, INT, LIST, PLAINTEXT, Param
 from agent.secrets import lifecycle, validate
 from agent.secrets.service import SecretService, SecretValue
 from agent.store.base import RESOURCE_SECRET
-from agent.store.records import ACS_CURRENT, SecretFilter, SecretRecord
+from agent.store.records import ACS_CURRENT, ACS_PREVIOUS, SecretFilter, SecretRecord
 from client.errors import InvalidParameterError, KmsError
 
 SECRET_NAME = Param("SecretName", required=True, low=1, high=512)
@@ -165,6 +165,10 @@ async def put_secret_value(services: Any, ctx: RequestContext, values: dict) -> 
     requested = values.get("VersionStages", [ACS_CURRENT])
     if not all(isinstance(stage, str) for stage in requested):
         raise InvalidParameterError("VersionStages must be a list of strings.")
+    if ACS_PREVIOUS in requested:
+        # ACSPrevious only ever follows ACSCurrent off the version it leaves.
+        raise InvalidParameterError(
+            "VersionStages must not name ACSPrevious; the agent moves it.")
     secret, stages = await _secrets(services).put_value(
         values["SecretName"], values["VersionId"], values["SecretData"],
         values.get("SecretDataType", "text"), requested)

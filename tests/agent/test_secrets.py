@@ -439,3 +439,16 @@ async def test_store_holds_no_plaintext(agent, tmp_path):
     await agent.put("app/db", "v2", value + b"-2")
     database = b"".join(path.read_bytes() for path in (tmp_path / "data").iterdir())
     assert value not in database
+
+
+@pytest.mark.parametrize("stages", [["ACSPrevious"], ["ACSCurrent", "ACSPrevious"]])
+async def test_put_cannot_claim_previous(tmp_path, stages):
+    """PutSecretValue refuses to set ACSPrevious and changes nothing."""
+    agent = SecretAgent(tmp_path)
+    await agent.create(name="p/db", data="one", version="v1")
+    with pytest.raises(errors.InvalidParameterError):
+        await agent.call("PutSecretValue", SecretName="p/db", VersionId="v2",
+                         SecretData="two", VersionStages=stages)
+    current = await agent.call("GetSecretValue", SecretName="p/db")
+    assert current["VersionId"] == "v1"
+    await agent.store.aclose()
