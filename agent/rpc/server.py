@@ -56,7 +56,7 @@ _MAX_GROUPS = 65536
 
 
 class StartupError(Exception):
-    """The agent cannot start; the message says what to fix."""
+    """The agent cannot start; the message names what to fix."""
 
 
 def peer_credentials(sock: Any) -> Peer:
@@ -95,7 +95,7 @@ def _peer_groups(sock: Any) -> tuple[int, ...] | None:
 
 
 class _Session:
-    """What the handshake established about one connection."""
+    """The state the handshake established for one connection."""
 
     def __init__(self, peer: Peer, handshake_timeout: float):
         self.peer = peer
@@ -238,7 +238,7 @@ class Server:
                                           requests)
                 self._read_scopes.discard(scope)
                 if not scope.cancelled_caught:
-                    # The caller left: nobody will read a long poll's reply.
+                    # The caller left, so no one can read a long poll's reply.
                     for wait in session.waits:
                         wait.cancel()
         finally:
