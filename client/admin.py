@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, TextIO
 
+from client.cli_words import find_subcommand
 from client.errors import (
     CallerError, InternalFailureError, InvalidParameterError, KmsError,
     ServerUnreachableError,
@@ -67,17 +68,7 @@ class AdminInvocation:
 
 def find_command(argv: list[str]) -> str | None:
     """Return ``health`` or ``backup`` if ``argv`` runs one, else None."""
-    position = 0
-    while position < len(argv):
-        token = argv[position]
-        name = token[2:] if token.startswith("--") else ""
-        if name in _GLOBAL_OPTIONS:
-            position += 2
-        elif token in ("-h", "--help") or name.partition("=")[0] in _GLOBAL_OPTIONS:
-            position += 1
-        else:
-            return token if token in COMMANDS else None
-    return None
+    return find_subcommand(argv, COMMANDS, _GLOBAL_OPTIONS)
 
 
 def parse_admin_command(argv: list[str]) -> AdminInvocation:

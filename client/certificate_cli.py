@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
+from client.cli_words import find_subcommand
 from client.errors import InvalidParameterError, ServerUnreachableError
 
 DEFAULT_TIMEOUT = 30.0
@@ -68,17 +69,7 @@ class CertificateInvocation:
 
 def find_command(argv: list[str]) -> str | None:
     """Return the certificate command ``argv`` runs, else None."""
-    position = 0
-    while position < len(argv):
-        token = argv[position]
-        name = token[2:] if token.startswith("--") else ""
-        if name in _GLOBAL_OPTIONS:
-            position += 2
-        elif token in ("-h", "--help") or name.partition("=")[0] in _GLOBAL_OPTIONS:
-            position += 1
-        else:
-            return token if token in COMMANDS else None
-    return None
+    return find_subcommand(argv, COMMANDS, _GLOBAL_OPTIONS)
 
 
 def parse_certificate_command(argv: list[str]) -> CertificateInvocation:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from client.cli_words import find_subcommand
 from client.errors import InvalidParameterError, KmsError, ServerUnreachableError
 from client.secrets import RetryPolicy, SecretsClient, SecretValue
 from client.wire import SOCKET_ENV
@@ -122,17 +123,7 @@ Exec = Callable[[str, list[str], dict[str, str]], Any]
 
 def find_command(argv: list[str]) -> str | None:
     """Return the startup command that ``argv`` runs, or None for another one."""
-    position = 0
-    while position < len(argv):
-        token = argv[position]
-        name = token[2:] if token.startswith("--") else ""
-        if name in _GLOBAL_OPTIONS:
-            position += 2
-        elif token in ("-h", "--help") or name.partition("=")[0] in _GLOBAL_OPTIONS:
-            position += 1
-        else:
-            return token if token in COMMANDS else None
-    return None
+    return find_subcommand(argv, COMMANDS, _GLOBAL_OPTIONS)
 
 
 def run(argv: list[str], *, client_factory: ClientFactory | None, stdout: TextIO,
