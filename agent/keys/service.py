@@ -61,7 +61,7 @@ def _opaque_failure(detail: str) -> InvalidCiphertextError:
 
 @dataclasses.dataclass(frozen=True)
 class CryptoResult:
-    """What an Encrypt, Decrypt or data key call returns to its handler."""
+    """The result an Encrypt, Decrypt or data key call returns to its handler."""
 
     key: KeyRecord
     version_id: str
@@ -125,7 +125,7 @@ class KeyService:
         raise KeyNotFoundError(f"The key {arn!r} is not found.")
 
     def keystore_of(self, key: KeyRecord) -> Keystore:
-        """Return the keystore that holds a key's material."""
+        """Return the keystore that contains a key's material."""
         try:
             return self.keystores[key.keystore]
         except KeyError:
