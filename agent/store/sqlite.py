@@ -5,7 +5,9 @@ One database file in the data directory, in WAL mode with
 and a crash at any point (kill -9 included) leaves the last committed
 state. Reads run inline on a connection owned by the trio thread; writes
 run one at a time in a worker thread on a second connection, so an
-fsync never blocks the event loop. The schema version lives in
+fsync never blocks the event loop. The point lookups a request makes
+(key, version, alias, policy, secret) are remembered until the next
+commit of any connection, see ``agent.store.lookups``. The schema version lives in
 ``PRAGMA user_version``; ``MIGRATIONS`` upgrades older files in order.
 """
 
@@ -25,6 +27,7 @@ from agent.store.base import (
 from agent.store.limits import (
     ALIASES, KEYS, LIMITS_MIGRATION, ResourceLimits, alias_keystore, check_count,
 )
+from agent.store.lookups import LookupCache, remembered
 from agent.store.sqlite_access import ACCESS_MIGRATION, SqliteAccessMixin
 from agent.store.sqlite_certificates import (
     CERTIFICATES_MIGRATION, SqliteCertificatesMixin,
@@ -176,6 +179,7 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
         self._writer = _connect(self.path, check_same_thread=False)
         migrate(self._writer)
         self._reader = _connect(self.path, check_same_thread=True)
+        self.lookups = LookupCache(self._reader)
         self._write_lock = trio.Lock()
 
     # --- plumbing ----------------------------------------------------------
@@ -267,6 +271,7 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
         if cursor.rowcount != 1:
             raise ConflictError(f"key {key.key_id} changed concurrently")
 
+    @remembered
     async def get_key(self, key_id: str) -> KeyRecord | None:
         rows = self._read("SELECT * FROM keys WHERE key_id = ?", (key_id,))
         return _key_from_row(rows[0]) if rows else None
@@ -283,6 +288,7 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
 
     # --- versions ----------------------------------------------------------
 
+    @remembered
     async def get_version(self, version_id: str) -> KeyVersionRecord | None:
         rows = self._read("SELECT * FROM key_versions WHERE version_id = ?",
                           (version_id,))
@@ -329,6 +335,7 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
 
         return await self._write(work)
 
+    @remembered
     async def get_alias(self, alias_name: str) -> AliasRecord | None:
         rows = self._read("SELECT * FROM aliases WHERE alias_name = ?", (alias_name,))
         return AliasRecord(*rows[0]) if rows else None

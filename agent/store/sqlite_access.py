@@ -15,6 +15,7 @@ import sqlite3
 from agent.store.access import (
     CLIENT_KEY_REVOKED, AccessStore, ClientKeyRecord, ResourcePolicyRecord,
 )
+from agent.store.lookups import remembered
 
 ACCESS_MIGRATION = """
     CREATE TABLE client_keys (
@@ -63,6 +64,7 @@ class SqliteAccessMixin(AccessStore):
 
         await self._write(work)
 
+    @remembered
     async def get_client_key(self, client_key_id: str) -> ClientKeyRecord | None:
         rows = self._read("SELECT * FROM client_keys WHERE client_key_id = ?",
                           (client_key_id,))
@@ -92,6 +94,7 @@ class SqliteAccessMixin(AccessStore):
 
         return await self._write(work)
 
+    @remembered
     async def get_resource_policy(self, resource_type: str, resource_id: str,
                                   policy_name: str) -> ResourcePolicyRecord | None:
         rows = self._read(

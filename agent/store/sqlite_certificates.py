@@ -17,6 +17,7 @@ from agent.store.base import ConflictError
 from agent.store.certificates import (
     RESOURCE_CERTIFICATE, CertificateRecord, CertificateStore,
 )
+from agent.store.lookups import remembered
 
 CERTIFICATES_MIGRATION = """
     CREATE TABLE certificates (
@@ -106,6 +107,7 @@ class SqliteCertificatesMixin(CertificateStore):
         await self._write(work)
         return stored
 
+    @remembered
     async def get_certificate(self, certificate_id: str) -> CertificateRecord | None:
         rows = self._read("SELECT * FROM certificates WHERE certificate_id = ?",
                           (certificate_id,))

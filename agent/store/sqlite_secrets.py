@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 
 from agent.store.base import RESOURCE_SECRET, ConflictError, StoreError
 from agent.store.limits import SECRETS, ResourceLimits, check_count
+from agent.store.lookups import remembered
 from agent.store.records import SecretFilter, SecretRecord, SecretVersionRecord
 
 T = TypeVar("T")
@@ -189,6 +190,7 @@ class SqliteSecretsMixin:
         await self._write(work)
         return stored
 
+    @remembered
     async def get_secret(self, secret_name: str) -> SecretRecord | None:
         return self._snapshot(lambda conn: _secret(conn, secret_name))
 

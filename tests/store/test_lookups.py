@@ -1,0 +1,84 @@
+"""Remembered point lookups: served again until any connection commits."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+
+import pytest
+
+from agent.store.lookups import LookupCache
+from agent.store.records import ENABLED, PENDING_DELETION
+from agent.store.sqlite import DATABASE_NAME, SqliteStore
+from tests.store.test_sqlite import make_key, make_version
+
+
+@pytest.fixture
+async def store(tmp_path):
+    instance = SqliteStore(tmp_path)
+    yield instance
+    await instance.aclose()
+
+
+async def test_repeated_lookup_is_served_from_the_cache(store):
+    """The second read of an unchanged key returns the same record object."""
+    await store.insert_key(make_key("k1"), make_version("k1"), {})
+    first = await store.get_key("k1")
+    hits = store.lookups.hits
+    assert await store.get_key("k1") is first
+    assert store.lookups.hits == hits + 1
+
+
+async def test_own_write_is_seen_at_once(store):
+    """A change through the store's writer replaces the remembered record."""
+    await store.insert_key(make_key("k1"), make_version("k1"), {})
+    key = await store.get_key("k1")
+    await store.update_key(dataclasses.replace(key, state=PENDING_DELETION))
+    assert (await store.get_key("k1")).state == PENDING_DELETION
+
+
+async def test_commit_of_another_process_is_seen_at_once(store, tmp_path):
+    """A commit on another connection to the file, as a second agent makes, is seen."""
+    await store.insert_key(make_key("k1"), make_version("k1"), {})
+    assert (await store.get_key("k1")).state == ENABLED
+    other = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+    try:
+        other.execute("UPDATE keys SET state = ? WHERE key_id = 'k1'",
+                      (PENDING_DELETION,))
+    finally:
+        other.close()
+    assert (await store.get_key("k1")).state == PENDING_DELETION
+
+
+async def test_missing_record_is_found_once_created(store):
+    """A remembered miss does not hide a record created afterwards."""
+    assert await store.get_key("k1") is None
+    assert await store.get_version("k1-v1") is None
+    await store.insert_key(make_key("k1"), make_version("k1"), {})
+    assert (await store.get_key("k1")).key_id == "k1"
+    assert (await store.get_version("k1-v1")).wrapped == b"sealed"
+
+
+async def test_purged_key_is_gone_from_every_lookup(store):
+    """After a purge neither the key nor its version is served from memory."""
+    await store.insert_key(make_key("k1", state=PENDING_DELETION,
+                                    delete_date="2026-01-02T00:00:00Z"),
+                           make_version("k1"), {})
+    assert await store.get_key("k1") is not None
+    assert await store.get_version("k1-v1") is not None
+    assert await store.purge_key("k1", "2026-01-03T00:00:00Z")
+    assert await store.get_key("k1") is None
+    assert await store.get_version("k1-v1") is None
+
+
+def test_cache_starts_over_when_full(tmp_path):
+    """More distinct lookups than the bound empty the cache instead of growing it."""
+    conn = sqlite3.connect(tmp_path / "bound.db", isolation_level=None)
+    cache = LookupCache(conn, max_entries=3)
+    entries = cache.current()
+    for index in range(3):
+        cache.remember(entries, ("get", index), index)
+    assert len(entries) == 3
+    cache.remember(entries, ("get", 3), 3)
+    assert entries == {("get", 3): 3}
+    conn.close()
