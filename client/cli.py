@@ -9,6 +9,8 @@ gateway's credentials (``client.gateway``). Values are converted by name
 and form, as ``HELP`` describes. Errors go to stderr as a JSON map of Code,
 Message, HttpStatus and RequestId. The exit status is 1 for caller
 errors (HTTP 4xx and bad arguments) and 2 for agent or connection errors.
+On SIGINT, SIGTERM or SIGHUP, kmsctl removes its temporary files and
+exits with 128 plus the signal number.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import textwrap
 import time
@@ -123,7 +126,9 @@ Parameter values are converted by name and form:
     trailing newline is dropped unless the value is always sent as text.
 
 Exit status: 0 on success, 1 for caller errors (HTTP 4xx, bad arguments),
-2 for agent and connection errors.
+2 for agent and connection errors, 128 + N when stopped by signal N (130
+for SIGINT, 143 for SIGTERM, 129 for SIGHUP), after removing temporary
+files.
 """
 
 
@@ -141,14 +146,45 @@ class Invocation:
 
 ClientFactory = Callable[[str | None, float], Any]
 
+# SIGTERM and SIGHUP raise an exception, as SIGINT does, so the commands
+# remove their temporary output files before kmsctl exits.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class _Stopped(BaseException):
+    """A signal from ``STOP_SIGNALS``, raised by its handler.
+
+    It derives from BaseException, so ``except Exception`` does not catch it.
+    """
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
 
 def main() -> NoReturn:
     """Run ``kmsctl`` with ``sys.argv`` and exit with its status."""
+    _raise_on_stop_signals()
     try:
         status = run(sys.argv[1:])
     except KeyboardInterrupt:
-        status = 130
+        status = 128 + signal.SIGINT
+    except _Stopped as stopped:
+        status = 128 + stopped.signal_number
     sys.exit(status)
+
+
+def _raise_on_stop_signals() -> None:
+    for number in STOP_SIGNALS:
+        # A signal the parent ignored stays ignored, as nohup expects for
+        # SIGHUP. exec resets the handler, so a program run by kmsctl exec
+        # gets the default action.
+        if signal.getsignal(number) == signal.SIG_DFL:
+            signal.signal(number, _raise_stopped)
+
+
+def _raise_stopped(number: int, frame: Any) -> None:
+    raise _Stopped(number)
 
 
 def run(argv: list[str], *, client_factory: ClientFactory | None = None,

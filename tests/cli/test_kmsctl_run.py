@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import signal
 
 import pytest
 
@@ -116,6 +117,20 @@ def test_unreachable_socket_exits_two():
     status, _, err, _ = run(["ListKeys"], factory=refuse_connection)
     assert status == 2
     assert json.loads(err)["Code"] == ServerUnreachableError.code
+
+
+def test_ignored_stop_signal_kept():
+    """A stop signal ignored by the parent, as under nohup, stays ignored."""
+    saved = {number: signal.getsignal(number) for number in cli.STOP_SIGNALS}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        cli._raise_on_stop_signals()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == cli._raise_stopped
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
 
 
 def test_bad_argument_exits_one(fake_kms):

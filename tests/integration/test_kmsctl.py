@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from client import KmsClient
+from client import KmsClient, envelope
 from tests.integration.conftest import REPO, AgentProcess, wait_until_serving
 
 pytestmark = pytest.mark.hsm
@@ -67,6 +69,65 @@ def test_file_round_trip(shared_agent, tmp_path):
                     '{"file":"other"}', str(sealed), str(other))
     assert result.returncode == 1
     assert not other.exists()
+
+
+def _sealed(agent: AgentProcess, key_id: str, plaintext: bytes) -> bytes:
+    sink = io.BytesIO()
+    with KmsClient(agent.socket) as client:
+        envelope.encrypt_stream(client, key_id, io.BytesIO(plaintext), sink)
+    return sink.getvalue()
+
+
+def _wait_for_partial_output(directory: Path,
+                             process: subprocess.Popen) -> Path:
+    """Return the first non-empty file in ``directory``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        for path in directory.iterdir():
+            if path.stat().st_size > 0:
+                return path
+        time.sleep(0.01)
+    raise AssertionError(f"kmsctl wrote no output into {directory}")
+
+
+@pytest.mark.parametrize("command", ["encrypt-file", "decrypt-file"])
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGHUP])
+def test_file_command_signal_cleanup(shared_agent, tmp_path, command,
+                                     signal_number):
+    """SIGTERM or SIGHUP midway removes the partial output and exits 128+N."""
+    with KmsClient(shared_agent.socket) as client:
+        key_id = client.create_key()["KeyMetadata"]["KeyId"]
+    plaintext = os.urandom(8 * envelope.DEFAULT_CHUNK_SIZE)
+    if command == "encrypt-file":
+        data, options = plaintext, ["--KeyId", key_id]
+    else:
+        data, options = _sealed(shared_agent, key_id, plaintext), []
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "data.out"
+    process = subprocess.Popen(
+        [*KMSCTL, "--socket", str(shared_agent.socket), command, *options, "-",
+         str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        # Half the input is sent and stdin stays open, so kmsctl blocks
+        # reading the rest with part of its output in the temporary file.
+        process.stdin.write(data[:len(data) // 2])
+        process.stdin.flush()
+        partial = _wait_for_partial_output(out_dir, process)
+        process.send_signal(signal_number)
+        status = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdin.close()
+        process.stderr.close()
+    assert partial.name.startswith(".data.out.")
+    assert not partial.exists()
+    assert not out.exists()
+    assert list(out_dir.iterdir()) == []
+    assert status == 128 + signal_number
 
 
 def test_unreachable_socket_exit_code(tmp_path):
