@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,33 @@ def check_trusted_file(info: os.stat_result, path: Path, what: str) -> None:
         raise ConfigError(
             f"{what}: {path} is owned by uid {info.st_uid}; it must be owned by "
             "root or by the user the agent runs as")
+
+
+def check_data_dir(path: Path) -> None:
+    """Check the data directory ``path`` the way the store does at start.
+
+    The store rejects a data directory that other users can access, so
+    this reports the same problem without starting the agent. A missing
+    directory passes, because the store creates it with mode 0700. This
+    function creates nothing.
+
+    Raises:
+        ConfigError: ``path`` cannot be read, is not a directory, or is
+            accessible by other users.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(
+            f"agent.data_dir: cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"agent.data_dir: {path} is not a directory")
+    if info.st_mode & 0o007:
+        raise ConfigError(
+            f"agent.data_dir: data directory {path} is accessible by other "
+            f"users; run chmod o-rwx {path}")
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from agent.config import ConfigError, load_config, parse_config
+from agent.config import ConfigError, check_data_dir, load_config, parse_config
 from agent.logs import setup_logging
 from agent.rpc.server import StartupError
 
@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--dev", type=Path, metavar="DIR",
                       help="throwaway agent with its own SoftHSM2 token under DIR")
     mode.add_argument("--check-config", type=Path, metavar="PATH",
-                      help="validate a configuration file and exit")
+                      help="validate a configuration file and the mode of its "
+                           "data directory, and exit")
     return parser
 
 
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.check_config:
-            load_config(args.check_config)
+            config = load_config(args.check_config)
+            check_data_dir(config.data_dir)
             print(f"{args.check_config}: valid")
             return 0
         config = dev_config(args.dev) if args.dev else load_config(args.config)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load_config, parse_config
+from agent.config import ConfigError, check_data_dir, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,6 +126,38 @@ def test_writable_config_refused(tmp_path):
     path.chmod(0o666)
     with pytest.raises(ConfigError, match="writable by group or others"):
         load_config(path)
+
+
+def test_data_dir_check_private(tmp_path):
+    """A data directory private to its owner or group passes the check."""
+    for mode in (0o700, 0o750, 0o770):
+        tmp_path.chmod(mode)
+        check_data_dir(tmp_path)
+
+
+def test_data_dir_check_missing(tmp_path):
+    """A missing data directory passes and is not created."""
+    check_data_dir(tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def test_data_dir_check_open(tmp_path):
+    """A data directory other users can access is named with its fix."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    data_dir.chmod(0o705)
+    with pytest.raises(ConfigError) as caught:
+        check_data_dir(data_dir)
+    assert "accessible by other users" in str(caught.value)
+    assert f"run chmod o-rwx {data_dir}" in str(caught.value)
+
+
+def test_data_dir_check_file(tmp_path):
+    """A data_dir that is a regular file is rejected."""
+    path = tmp_path / "data"
+    path.write_text("")
+    with pytest.raises(ConfigError, match="is not a directory"):
+        check_data_dir(path)
 
 
 def test_foreign_policy_file_refused(tmp_path):

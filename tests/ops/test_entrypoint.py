@@ -58,6 +58,35 @@ def test_first_start_creates_state(tmp_path):
     pin = tmp_path / "state" / "token" / "pin"
     assert stat.S_IMODE(pin.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o750
+    assert not (tmp_path / "state" / "data").exists()
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o701, 0o704])
+def test_check_config_open_data_dir(tmp_path, mode):
+    """--check-config rejects a data directory other users can access."""
+    assert entrypoint(tmp_path, "true").returncode == 0
+    data_dir = tmp_path / "state" / "data"
+    data_dir.mkdir()
+    data_dir.chmod(mode)
+    result = entrypoint(tmp_path, "kms-agent", "--check-config",
+                        str(tmp_path / "state" / "config.toml"))
+    assert result.returncode == 2
+    assert f"data directory {data_dir} is accessible by other users" in result.stderr
+    assert f"run chmod o-rwx {data_dir}" in result.stderr
+    assert "valid" not in result.stdout
+    assert list(data_dir.iterdir()) == []
+
+
+def test_check_config_group_data_dir(tmp_path):
+    """--check-config accepts a data directory that only its group can read."""
+    assert entrypoint(tmp_path, "true").returncode == 0
+    data_dir = tmp_path / "state" / "data"
+    data_dir.mkdir()
+    data_dir.chmod(0o750)
+    result = entrypoint(tmp_path, "kms-agent", "--check-config",
+                        str(tmp_path / "state" / "config.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "config.toml: valid" in result.stdout
 
 
 def test_second_start_keeps_config(tmp_path):
