@@ -23,6 +23,8 @@ import functools
 import sqlite3
 from typing import Any, Awaitable, Callable, TypeVar
 
+from agent.store.base import StoreError
+
 T = TypeVar("T")
 
 # More distinct lookups than this between two commits start the cache over.
@@ -41,8 +43,15 @@ class LookupCache:
         self.misses = 0
 
     def current(self) -> dict[tuple[Any, ...], Any]:
-        """Return the entries, emptied first if the database changed."""
-        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        """Return the entries, emptied first if the database changed.
+
+        Raises:
+            StoreError: the database cannot be read (or is closed).
+        """
+        try:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
         if version != self._version:
             self._version = version
             self._entries.clear()
