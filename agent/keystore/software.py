@@ -39,6 +39,8 @@ from agent.keystore.software_asymmetric import SoftwareAsymmetricMixin
 
 # Largest payload that runs on the calling thread when inline_crypto is on.
 INLINE_MAX_BYTES = 64 * 1024
+# Inline calls yield to other tasks once in this many; see ``Offload.run``.
+INLINE_YIELD_EVERY = 16
 
 # wrap_format of material sealed with AES-GCM under the domain key.
 SEALED_GCM = 2
@@ -151,6 +153,7 @@ class Offload:
         self.worker_threads = worker_threads
         self.limiter = trio.CapacityLimiter(worker_threads)
         self.closed = False
+        self._inline_calls = 0
 
     def is_inline(self, size: int) -> bool:
         """Return whether a call on ``size`` bytes runs on the calling thread."""
@@ -159,10 +162,11 @@ class Offload:
     async def run(self, size: int, function: Callable[..., T], *args) -> T:
         """Run ``function(*args)`` inline or in a worker thread, by ``size``.
 
-        An inline call is a checkpoint like any trio call: it yields to
-        other tasks first, and raises ``trio.Cancelled`` there if cancelled.
-        Without it, a task that loops over inline calls would never let
-        other tasks or finished worker threads run.
+        An inline call raises ``trio.Cancelled`` if the calling task is
+        cancelled. It yields to other tasks only every ``INLINE_YIELD_EVERY``
+        calls: a yield costs more than a small call, and requests yield
+        anyway when they read and reply, but a task that loops over inline
+        calls must still let other tasks and finished worker threads run.
 
         Raises:
             KeystoreUnavailable: the keystore is closed, or closed while
@@ -174,8 +178,12 @@ class Offload:
             # that passed the check is served before ``close`` gets slots.
             return await trio.to_thread.run_sync(function, *args,
                                                  limiter=self.limiter)
-        await trio.lowlevel.checkpoint()
-        self._check_open()
+        self._inline_calls += 1
+        if self._inline_calls % INLINE_YIELD_EVERY:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await trio.lowlevel.checkpoint()
+            self._check_open()
         return function(*args)
 
     async def close(self) -> None:
