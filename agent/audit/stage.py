@@ -15,7 +15,6 @@ the reply is AuditUnavailable and the log line's detail says so.
 from __future__ import annotations
 
 import datetime
-import weakref
 from typing import Any
 
 from agent.audit.trail import AuditTrail, AuditWriteError
@@ -108,23 +107,16 @@ class AuditStage(Stage):
     def __init__(self, trail: AuditTrail, clock: Clock):
         self.trail = trail
         self.clock = clock
-        # The parameters of requests between before and after, by request
-        # id. An entry is also dropped when its request context is
-        # collected, so a request cancelled midway leaves nothing behind.
-        self._values: dict[str, dict[str, Any]] = {}
 
     async def before(self, ctx: RequestContext, operation: Operation,
                      values: dict[str, Any]) -> None:
-        self._values[ctx.request_id] = values
-        weakref.finalize(ctx, self._values.pop, ctx.request_id, None)
         if (self.trail.fail_closed and changes_state(operation)
                 and not self.trail.healthy and not await self.trail.recover()):
             raise AuditUnavailableError()
 
     async def after(self, ctx: RequestContext, operation: Operation | None,
-                    result: dict[str, Any] | None,
+                    values: dict[str, Any], result: dict[str, Any] | None,
                     failure: KmsError | None) -> None:
-        values = self._values.pop(ctx.request_id, None) or {}
         fields = audit_fields(ctx, values, result, failure, self.clock.now())
         if not changes_state(operation):
             self.trail.submit(fields)

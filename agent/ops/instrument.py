@@ -90,7 +90,8 @@ class MetricsStage(Stage):
         self._metrics.in_progress.inc()
 
     async def after(self, ctx: RequestContext, operation: Operation | None,
-                    result: dict[str, Any] | None, failure: KmsError | None) -> None:
+                    values: dict[str, Any], result: dict[str, Any] | None,
+                    failure: KmsError | None) -> None:
         name = operation.name if operation is not None else UNKNOWN_OPERATION
         code = failure.code if failure is not None else "OK"
         self._metrics.requests.inc(name, code)

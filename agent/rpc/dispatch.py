@@ -9,7 +9,7 @@ validated parameters, calls a domain service and shapes the reply.
 Cross-cutting checks (authorization, quotas, audit) are ``Stage``
 objects: each ``before`` runs after parameter validation and may refuse
 the request; each ``after`` runs, in reverse order, before the reply is
-sent, with the result or the error.
+sent, with the validated parameters and the result or the error.
 Caller errors reach the caller as they are; anything unexpected is
 logged with its traceback and answered with a generic InternalFailure
 carrying the request id.
@@ -57,9 +57,13 @@ class Stage:
         """Run before the handler; raise a KmsError to refuse the request."""
 
     async def after(self, ctx: RequestContext, operation: Operation | None,
-                    result: dict[str, Any] | None,
+                    values: dict[str, Any], result: dict[str, Any] | None,
                     failure: KmsError | None) -> None:
-        """Run before the reply is sent; raise a KmsError to fail it."""
+        """Run before the reply is sent; raise a KmsError to fail it.
+
+        ``values`` are the validated parameters, empty when validation
+        failed or the operation is unknown.
+        """
 
 
 class Dispatcher:
@@ -82,9 +86,14 @@ class Dispatcher:
         started = time.perf_counter()
         operation = self.operations.get(ctx.operation)
         failure: KmsError | None = None
+        values: dict[str, Any] = {}
         try:
             try:
-                result = await self._run(ctx, operation, params)
+                if operation is None:
+                    raise InvalidApiNameError(
+                        f"The operation {ctx.operation!r} is not known.")
+                values = parse_params(params, operation.params)
+                result = await self._run(ctx, operation, values)
             except KmsError as error:
                 failure = error
             except Exception:
@@ -94,7 +103,8 @@ class Dispatcher:
                                       "request_id": ctx.request_id}})
                 failure = InternalFailureError()
             try:
-                await self._after(ctx, operation, None if failure else result, failure)
+                await self._after(ctx, operation, values,
+                                  None if failure else result, failure)
             except KmsError as error:
                 failure = error
             if failure is not None:
@@ -105,19 +115,17 @@ class Dispatcher:
         finally:
             self._log_request(ctx, failure, started)
 
-    async def _run(self, ctx: RequestContext, operation: Operation | None,
-                   params: Any) -> dict[str, Any]:
-        if operation is None:
-            raise InvalidApiNameError(f"The operation {ctx.operation!r} is not known.")
-        values = parse_params(params, operation.params)
+    async def _run(self, ctx: RequestContext, operation: Operation,
+                   values: dict[str, Any]) -> dict[str, Any]:
         for stage in self.stages:
             await stage.before(ctx, operation, values)
         return await operation.handler(self.services, ctx, values)
 
     async def _after(self, ctx: RequestContext, operation: Operation | None,
-                     result: dict[str, Any] | None, failure: KmsError | None) -> None:
+                     values: dict[str, Any], result: dict[str, Any] | None,
+                     failure: KmsError | None) -> None:
         for stage in reversed(self.stages):
-            await stage.after(ctx, operation, result, failure)
+            await stage.after(ctx, operation, values, result, failure)
 
     @staticmethod
     def _log_request(ctx: RequestContext, failure: KmsError | None,

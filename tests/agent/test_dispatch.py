@@ -32,7 +32,7 @@ class Recorder(Stage):
         if self.refuse:
             raise errors.NoPermissionError()
 
-    async def after(self, ctx, operation, result, failure):
+    async def after(self, ctx, operation, values, result, failure):
         self.seen.append((ctx.operation, dict(result) if result else None,
                           failure and failure.code))
 
