@@ -203,6 +203,9 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
                 raise DuplicateError(str(exc)) from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"store write failed: {exc}") from exc
+            finally:
+                # Also after a failure: the commit may have landed.
+                self.lookups.forget()
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         try:

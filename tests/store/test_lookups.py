@@ -30,24 +30,45 @@ async def test_repeated_lookup_is_served_from_the_cache(store):
 
 
 async def test_own_write_is_seen_at_once(store):
-    """A change through the store's writer replaces the remembered record."""
+    """A change through the store's writer is seen by the next lookup."""
     await store.insert_key(make_key("k1"), make_version("k1"), {})
     key = await store.get_key("k1")
     await store.update_key(dataclasses.replace(key, state=PENDING_DELETION))
     assert (await store.get_key("k1")).state == PENDING_DELETION
 
 
-async def test_commit_of_another_process_is_seen_at_once(store, tmp_path):
-    """A commit on another connection to the file, as a second agent makes, is seen."""
-    await store.insert_key(make_key("k1"), make_version("k1"), {})
-    assert (await store.get_key("k1")).state == ENABLED
-    other = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+def _commit_elsewhere(path, sql: str, *args) -> None:
+    # A second connection to the file, as another agent's process has.
+    other = sqlite3.connect(path / DATABASE_NAME, isolation_level=None)
     try:
-        other.execute("UPDATE keys SET state = ? WHERE key_id = 'k1'",
-                      (PENDING_DELETION,))
+        other.execute(sql, args)
     finally:
         other.close()
+
+
+async def test_commit_of_another_process_is_seen_after_recheck(store, tmp_path):
+    """Another connection's commit is seen once the recheck interval has passed."""
+    now = [0.0]
+    store.lookups = LookupCache(store._reader, recheck_seconds=0.001,
+                                clock=lambda: now[0])
+    await store.insert_key(make_key("k1"), make_version("k1"), {})
+    assert (await store.get_key("k1")).state == ENABLED
+    _commit_elsewhere(tmp_path, "UPDATE keys SET state = ? WHERE key_id = 'k1'",
+                      PENDING_DELETION)
+    # Within the interval the remembered record stands ...
+    assert (await store.get_key("k1")).state == ENABLED
+    now[0] += 0.001
+    # ... and after it the change is seen.
     assert (await store.get_key("k1")).state == PENDING_DELETION
+
+
+async def test_commit_of_another_process_is_seen_with_no_interval(store, tmp_path):
+    """With a zero interval every lookup checks data_version first."""
+    store.lookups = LookupCache(store._reader, recheck_seconds=0)
+    await store.insert_key(make_key("k1"), make_version("k1"), {})
+    assert (await store.get_key("k1")).description == ""
+    _commit_elsewhere(tmp_path, "UPDATE keys SET description = 'x' WHERE key_id = 'k1'")
+    assert (await store.get_key("k1")).description == "x"
 
 
 async def test_missing_record_is_found_once_created(store):
