@@ -51,20 +51,28 @@ def parse_params(params: Any, schema: tuple[Param, ...]) -> dict[str, Any]:
     """
     if not isinstance(params, dict):
         raise InvalidParameterError("Request parameters must be a map.")
-    known = {param.name: param for param in schema}
-    for name in params:
-        if name not in known:
-            raise InvalidParameterError(f"The parameter {name!r} is not known.")
     values = {}
     for param in schema:
         value = params.get(param.name)
         if value is None:
             if param.required:
+                _reject_unknown(params, schema)
                 raise MissingParameterError(
                     f"The parameter {param.name} is required.")
             continue
         values[param.name] = _check(param, _convert(param, value))
+    if len(values) != len(params):
+        # Some names are not in the schema, or were sent as nil.
+        _reject_unknown(params, schema)
     return values
+
+
+def _reject_unknown(params: dict[Any, Any], schema: tuple[Param, ...]) -> None:
+    # Run only when the names may not match, so most requests skip it.
+    known = {param.name for param in schema}
+    for name in params:
+        if name not in known:
+            raise InvalidParameterError(f"The parameter {name!r} is not known.")
 
 
 def _convert(param: Param, value: Any) -> Any:
@@ -83,15 +91,16 @@ def _convert(param: Param, value: Any) -> Any:
             raise _invalid(param, "is not valid JSON text") from None
     if kind == BOOL and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    expected = {
-        STR: str, BYTES: bytes, PLAINTEXT: bytes, INT: int, BOOL: bool,
-        MAP: dict, LIST: list,
-    }[kind]
+    expected = _TYPES[kind]
     if not isinstance(value, expected) or (kind == INT and isinstance(value, bool)):
         raise _invalid(param, f"must be of type {_KIND_NAMES[kind]}")
     return value
 
 
+_TYPES: dict[str, type] = {
+    STR: str, BYTES: bytes, PLAINTEXT: bytes, INT: int, BOOL: bool,
+    MAP: dict, LIST: list,
+}
 _KIND_NAMES = {
     STR: "string", BYTES: "binary", PLAINTEXT: "binary or string", INT: "integer",
     BOOL: "boolean", MAP: "map", LIST: "list",
