@@ -31,6 +31,8 @@ else:  # pragma: no cover
 DEFAULT_MAX_FRAME_BYTES = 262144
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "text")
+# Which requests get a line in the operator log; the audit trail has them all.
+LOG_REQUESTS = ("all", "failures")
 KEYSTORE_TYPES = ("pkcs11", "software")
 
 
@@ -54,6 +56,8 @@ class AgentConfig:
     keystores: dict[str, KeystoreSettings]
     default_keystore: str
     purge_interval: float = 60.0
+    # "all" or "failures": which requests get an operator log line.
+    log_requests: str = "failures"
     # Seconds between checks for keys whose automatic rotation is due.
     rotation_check_interval: float = 60.0
     secrets: "SecretsConfig" = dataclasses.field(
@@ -247,6 +251,7 @@ _LIMITS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
 _LOG_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "level": ((str,), "info"),
     "format": ((str,), "auto"),
+    "requests": ((str,), "failures"),
 }
 
 _KEYSTORE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -351,6 +356,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     keystores = _parse_keystores(raw.get("keystores"), base_dir)
     _check_choice("log.level", log["level"], LOG_LEVELS)
     _check_choice("log.format", log["format"], LOG_FORMATS)
+    _check_choice("log.requests", log["requests"], LOG_REQUESTS)
     if agent["default_keystore"] not in keystores:
         raise ConfigError(
             f"agent.default_keystore: no keystore named "
@@ -368,6 +374,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         region=_name("agent.region", agent["region"]),
         log_level=log["level"],
         log_format=log["format"],
+        log_requests=log["requests"],
         keystores=keystores,
         default_keystore=agent["default_keystore"],
         purge_interval=float(_in_range(

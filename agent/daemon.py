@@ -296,10 +296,11 @@ async def _after_reload(config: AgentConfig, keystores: dict[str, Keystore],
 
 
 def _register_reloads(ops: OpsRuntime, config: AgentConfig, services: Services,
-                      keystores: dict[str, Keystore], trail: AuditTrail | None) -> None:
+                      keystores: dict[str, Keystore], trail: AuditTrail | None,
+                      dispatcher: Dispatcher) -> None:
     hooks = ops.reloads
     hooks.register("restart-only settings", reload_hooks.restart_check_hook(config))
-    hooks.register("log level", reload_hooks.log_level_hook())
+    hooks.register("log settings", reload_hooks.log_hook(dispatcher))
     hooks.register("access control", reload_hooks.access_hook(
         services.auth, lambda access: log_access(access, "access control reloaded")))
     hooks.register("cache limits", reload_hooks.cache_limits_hook(
@@ -345,7 +346,8 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
         trail = _open_audit(config, clock)
         # The metrics stage is first, so its after() sees the final code.
         dispatcher = Dispatcher(all_operations(), services,
-                                stages=[ops.stage, *_stages(config, services, trail)])
+                                stages=[ops.stage, *_stages(config, services, trail)],
+                                log_successes=config.log_requests == "all")
         server = Server(ops.listen(), dispatcher, config.max_frame_bytes, access,
                         config.connection_limits)
         gateway = None
@@ -353,7 +355,7 @@ async def _serve(config: AgentConfig, keystores: dict[str, Keystore], clock: Clo
             gateway = await open_gateway(config.gateway, dispatcher, config.data_dir,
                                          clock)
         await ops.serving(server)
-        _register_reloads(ops, config, services, keystores, trail)
+        _register_reloads(ops, config, services, keystores, trail, dispatcher)
         log_access(access.config)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, server, config, nursery.cancel_scope,

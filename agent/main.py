@@ -42,7 +42,8 @@ def dev_config(directory: Path):
     raw = {
         "agent": {"socket": "agent.sock", "data_dir": "data", "socket_mode": "0600",
                   "purge_interval": 5},
-        "log": {"level": "info", "format": "auto"},
+        # A developer watches each request go by.
+        "log": {"level": "info", "format": "auto", "requests": "all"},
         "keystores": {"default": {
             "type": "pkcs11", "module": str(module), "token_label": token.label,
             "pin_file": str(token.pin_file), "softhsm2_conf": str(token.conf_path),

@@ -1,7 +1,7 @@
 """The reload hooks of the agent's own settings.
 
 Each factory returns a hook for ``reload.ReloadHooks``. The hooks put in
-force the log level, the access configuration, and the cache limits
+force the log level and request lines, the access configuration, and the cache limits
 that can change in place (ages, uses and byte budgets). One more hook
 names every changed setting that only a restart applies, such as the
 socket, the data directory, the keystores or a cache's entry bound.
@@ -28,11 +28,12 @@ RESTART_CACHE_SETTINGS = (("secrets", "cache_max_entries"),
                           ("data_key_cache", "max_entries"))
 
 
-def log_level_hook() -> Hook:
-    """Put ``[log] level`` in force."""
+def log_hook(dispatcher: Any) -> Hook:
+    """Put ``[log] level`` and ``requests`` in force."""
     async def hook(config: Any) -> str:
         logging.getLogger(LOGGER_NAME).setLevel(config.log_level.upper())
-        return config.log_level
+        dispatcher.log_successes = config.log_requests == "all"
+        return f"level {config.log_level}, requests {config.log_requests}"
 
     return hook
 

@@ -41,6 +41,11 @@ def test_relative_paths_join_base(tmp_path):
     assert config.data_dir == tmp_path / "data"
 
 
+def test_request_lines_default_to_failures(tmp_path):
+    """Without [log] requests, only failed requests get operator log lines."""
+    assert parse_config(copy.deepcopy(VALID), tmp_path).log_requests == "failures"
+
+
 @pytest.mark.parametrize("section, key, value, named", [
     ("agent", "sockett", "x", "agent.sockett"),
     ("agent", "max_frame_bytes", "big", "agent.max_frame_bytes"),
@@ -51,6 +56,7 @@ def test_relative_paths_join_base(tmp_path):
     ("agent", "region", "bad region", "agent.region"),
     ("agent", "default_keystore", "nope", "agent.default_keystore"),
     ("log", "level", "loud", "log.level"),
+    ("log", "requests", "successes", "log.requests"),
     ("log", "colour", "yes", "log.colour"),
     ("keystores.default", "type", "cloud", "keystores.default.type"),
     ("keystores.default", "pin", "1234", "keystores.default.pin"),

@@ -87,6 +87,20 @@ def test_log_rejects_unknown_fields():
         log(logging.INFO, "x", plaintext="oops")
 
 
+async def test_only_failures_logged_without_log_successes():
+    """With log_successes off, a failed request has its line and a success none."""
+    stream = io.StringIO()
+    setup_logging("info", "json", stream)
+    quiet = Dispatcher([Operation("Echo", echo, (Param("Text"),))], services=None,
+                       log_successes=False)
+    await quiet.handle(context("Echo"), {"Text": "hi"})
+    with pytest.raises(errors.KmsError):
+        await quiet.handle(context("Echo"), {"Txt": "hi"})
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["op"], line["code"]) for line in lines] == [
+        ("Echo", "InvalidParameter")]
+
+
 async def test_json_log_line_per_request():
     """Each request writes one JSON line with the vocabulary fields."""
     stream = io.StringIO()

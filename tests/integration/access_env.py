@@ -149,6 +149,7 @@ def write_agent_config(directory: Path, group: str, keystores: str) -> Path:
         [log]
         level = "debug"
         format = "json"
+        requests = "all"
         """) + keystores)
     return config
 

@@ -75,6 +75,7 @@ drain_timeout = 10
 [log]
 level = "debug"
 format = "json"
+requests = "all"
 
 [keystores.default]
 type = "pkcs11"

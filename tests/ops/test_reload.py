@@ -117,13 +117,17 @@ async def test_sighup_triggers_reload(nursery):
     nursery.cancel_scope.cancel()
 
 
-async def test_log_level_hook():
-    """The log level hook sets the agent logger's level."""
+async def test_log_hook():
+    """The log hook sets the agent logger's level and which requests get lines."""
     logger = logging.getLogger(LOGGER_NAME)
     before = logger.level
+    dispatcher = config(log_successes=False)
     try:
-        assert await reload_hooks.log_level_hook()(config(log_level="debug")) == "debug"
+        summary = await reload_hooks.log_hook(dispatcher)(
+            config(log_level="debug", log_requests="all"))
+        assert summary == "level debug, requests all"
         assert logger.level == logging.DEBUG
+        assert dispatcher.log_successes is True
     finally:
         logger.setLevel(before)
 
