@@ -334,7 +334,10 @@ class Server:
                     burst = 0
                     await trio.lowlevel.checkpoint()
             elif isinstance(event, wire.Request):
-                await slots.acquire()
+                try:
+                    slots.acquire_nowait()  # no trip through the scheduler
+                except trio.WouldBlock:
+                    await slots.acquire()
                 self._started()
                 requests.start_soon(self._run_request, stream, conn, send_lock,
                                     slots, session, event)
