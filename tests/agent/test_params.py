@@ -22,7 +22,7 @@ def test_nil_counts_as_absent():
     assert parse_params({"KeyId": "k", "Plaintext": None}, SCHEMA) == {"KeyId": "k"}
 
 
-def test_unknown_name_is_refused():
+def test_unknown_name_is_rejected():
     """A name outside the schema is an InvalidParameter naming it."""
     with pytest.raises(InvalidParameterError, match="'Plaintxt' is not known"):
         parse_params({"KeyId": "k", "Plaintxt": b"x"}, SCHEMA)
@@ -40,7 +40,7 @@ def test_missing_required_parameter():
         parse_params({"NumberOfBytes": 1}, SCHEMA)
 
 
-def test_non_text_name_is_refused():
-    """A map key that is not text (msgpack allows it) is refused."""
+def test_non_text_name_is_rejected():
+    """A map key that is not text (msgpack allows it) is rejected."""
     with pytest.raises(InvalidParameterError, match="not known"):
         parse_params({"KeyId": "k", 7: "x"}, SCHEMA)

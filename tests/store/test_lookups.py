@@ -55,7 +55,7 @@ async def test_commit_of_another_process_is_seen_after_recheck(store, tmp_path):
     assert (await store.get_key("k1")).state == ENABLED
     _commit_elsewhere(tmp_path, "UPDATE keys SET state = ? WHERE key_id = 'k1'",
                       PENDING_DELETION)
-    # Within the interval the remembered record stands ...
+    # Within the interval the remembered record is still served ...
     assert (await store.get_key("k1")).state == ENABLED
     now[0] += 0.001
     # ... and after it the change is seen.
