@@ -2,7 +2,9 @@
 
 An agent runs on a configuration file with the settings of
 ``kms-agent --dev`` (its own SoftHSM2 token, log level info) except the
-request quotas and, where a figure needs it, the secret value cache.
+request lines, the request quotas and, where a figure needs it, the
+secret value cache. Dev mode logs every request; the agent's default,
+used here as in production, logs only failed ones.
 The quotas' default of 750 cryptographic requests per second per caller
 would throttle the load, so every bucket gets the maximum rate the
 configuration accepts. The quota stage still runs.
