@@ -423,6 +423,9 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
         async with self._write_lock:
             self._writer.close()
             self._reader.close()
+            # The next lookup reads data_version and fails on the closed
+            # connection instead of serving a remembered record.
+            self.lookups.forget()
 
 
 _FILTER_COLUMNS = {

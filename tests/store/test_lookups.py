@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from agent.store.base import StoreError
 from agent.store.lookups import LookupCache
 from agent.store.records import ENABLED, PENDING_DELETION
 from agent.store.sqlite import DATABASE_NAME, SqliteStore
@@ -103,3 +104,15 @@ def test_cache_starts_over_when_full(tmp_path):
     cache.remember(entries, ("get", 3), 3)
     assert entries == {("get", 3): 3}
     conn.close()
+
+
+async def test_closed_store_lookup_raises(tmp_path):
+    """A lookup on a closed store raises StoreError, even one remembered."""
+    store = SqliteStore(tmp_path)
+    store.lookups = LookupCache(store._reader, recheck_seconds=0.001,
+                                clock=lambda: 0.0)
+    await store.insert_key(make_key("k1"), make_version("k1"), {})
+    assert (await store.get_key("k1")).key_id == "k1"
+    await store.aclose()
+    with pytest.raises(StoreError):
+        await store.get_key("k1")
