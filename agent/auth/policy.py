@@ -42,6 +42,9 @@ KEY = "key"
 SECRET = "secret"
 CERTIFICATE = "certificate"
 AGENT = "agent"
+# More distinct decisions than this in one configuration start the memo over.
+MAX_DECISIONS = 65536
+_UNDECIDED = object()
 _POLICY_KEYS = frozenset({"principals", "permissions", "resources", "effect"})
 
 
@@ -107,6 +110,11 @@ class AccessConfig:
     principals: dict[str, Principal]
     grants: tuple[Grant, ...]
     implicit: bool = False
+    # Decisions already made. The configuration never changes (a reload
+    # builds a new one), so a request repeats a decision at the cost of a
+    # dict lookup instead of a pass over every grant.
+    _decisions: dict[tuple[Any, ...], str | None] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def decide(self, principal: Principal, templates: frozenset[str],
                resource: Resource) -> str | None:
@@ -115,6 +123,17 @@ class AccessConfig:
         A resource in a keystore the principal is not bound to is DENY,
         whatever the grants contain.
         """
+        key = (principal.name, principal.keystores, templates, resource)
+        decision = self._decisions.get(key, _UNDECIDED)
+        if decision is _UNDECIDED:
+            decision = self._decide(principal, templates, resource)
+            if len(self._decisions) >= MAX_DECISIONS:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
+    def _decide(self, principal: Principal, templates: frozenset[str],
+                resource: Resource) -> str | None:
         if resource.keystore is not None and not principal.uses_keystore(
                 resource.keystore):
             return DENY

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.auth import policy
 from agent.auth.policy import (
     ADMINISTRATOR, ALLOW, DENY, KEY, KEY_USER, AccessConfig, Resource,
     implicit_access, parse_access,
@@ -189,6 +190,28 @@ def test_decide_keystore_binding():
     config = access()
     apps = config.principals["apps"]
     assert config.decide(apps, frozenset({KEY_USER}), Resource(KEY, "k", "b")) == DENY
+
+
+def test_decide_repeats_from_memo():
+    """A repeated decision is the same, and every decision is remembered once."""
+    config = access()
+    svc = config.principals["svc"]
+    apps = config.principals["apps"]
+    resource = Resource(KEY, "k", "b")
+    for _ in range(3):
+        assert config.decide(svc, frozenset({KEY_USER}), resource) == ALLOW
+        assert config.decide(apps, frozenset({KEY_USER}), resource) == DENY
+    assert len(config._decisions) == 2
+
+
+def test_decide_memo_is_bounded(monkeypatch):
+    """Past MAX_DECISIONS entries the memo starts over and decides anew."""
+    monkeypatch.setattr(policy, "MAX_DECISIONS", 2)
+    config = access()
+    svc = config.principals["svc"]
+    for name in ("k1", "k2", "k3"):
+        assert config.decide(svc, frozenset({KEY_USER}), Resource(KEY, name, "a")) == ALLOW
+    assert len(config._decisions) == 1
 
 
 def test_decide_nothing_applies():
