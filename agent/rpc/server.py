@@ -23,7 +23,8 @@ gets an error reply of id 0 instead of the welcome, and the connection
 closes.
 
 ``drain`` stops accepting and reading, lets in-flight requests finish
-up to a deadline, then cancels what is left.
+up to a deadline, then cancels what is left. Requests already read but
+not started get ServiceUnavailableTemporary, which clients retry.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ INLINE_OPERATIONS = frozenset({
 # row taken from one read, so a long pipelined burst cannot hold the loop.
 INLINE_BURST = 16
 READ_CHUNK_BYTES = 65536
+STOPPING_MESSAGE = "The agent is stopping; retry the request on a new connection."
 NONCE_BYTES = 32
 _PEERCRED = struct.Struct("3i")
 # SO_PEERGROUPS (Linux 4.13) is missing from the socket module of Python 3.11.
@@ -311,9 +313,9 @@ class Server:
                         pass
                     finally:
                         self._read_scopes.discard(timer)
-                if self._draining:
-                    return
                 if timer.cancelled_caught:
+                    if self._draining:
+                        return
                     busy = slots.value < MAX_IN_FLIGHT_PER_CONNECTION
                     if busy and session.welcomed and not conn.in_frame:
                         continue  # not idle while its requests run
@@ -323,6 +325,11 @@ class Server:
                 conn.receive_data(data)
             elif event is wire.CLOSED:
                 return
+            elif isinstance(event, wire.Request) and self._draining:
+                # Read before the drain began but not started: the caller
+                # learns to retry elsewhere instead of losing the reply.
+                await self._send(stream, send_lock, conn.send(wire.error_response(
+                    ServiceUnavailableError(STOPPING_MESSAGE), event.id)))
             elif isinstance(event, wire.Request) and event.op in INLINE_OPERATIONS:
                 self._started()
                 try:
