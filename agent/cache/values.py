@@ -12,9 +12,10 @@ that fetched a value before an invalidation must not store it after:
 than the latest invalidation of that name. So once a write has
 returned, no reader of this agent sees the old value.
 
-NOTE: another agent on the same database does not call ``invalidate``
-here, so its writes show up only after ``ttl``; a cross-agent signal
-must call ``invalidate``.
+Another agent on the same database cannot call ``invalidate`` here.
+``SecretService.get_value`` covers its writes: before serving an entry
+it compares the secret's record, which the store re-reads after any
+commit, with the record the value was read with.
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ from agent.secrets import envelope, stages as stage_rules, validate
 from agent.secrets.rotation import Rotator
 from agent.secrets.watch import ChangeNotifier
 from agent.locks import NamedLocks, contention_error
-from agent.store.base import ConflictError, DuplicateError, LimitError, Store
+from agent.store.base import (
+    ConflictError, DuplicateError, LimitError, Store, StoreError,
+)
 from agent.store.records import (
     ACS_CURRENT, AliasRecord, KeyRecord, SecretRecord, SecretVersionRecord,
     format_time,
@@ -66,6 +68,9 @@ class SecretValue:
     stages: tuple[str, ...]
     data: bytes = dataclasses.field(repr=False)
     stale_age: float | None = None
+    # The secret record the value was read with: its creation time and
+    # revision, which every change of the secret moves.
+    record: tuple[str, int] = ("", -1)
 
 
 class SecretService:
@@ -126,16 +131,18 @@ class SecretService:
                         stage: str | None) -> SecretValue:
         """GetSecretValue: by VersionId, VersionStage, or ACSCurrent.
 
-        A cached value is served while fresh. If the store or keystore
-        fails, a cached value within the stale age is served with
-        ``stale_age`` set; caller errors are never masked.
+        A cached value is served while fresh and while the secret's record
+        is the one it was read with, so a change by another agent on the
+        same store is seen as soon as this agent sees the commit. If the
+        store or keystore fails, a cached value within the stale age is
+        served with ``stale_age`` set; caller errors are never masked.
         """
         name = self.secret_name(ref)
         if version_id is None and stage is None:
             stage = ACS_CURRENT
         key = (name, version_id, stage)
         cached = self.cache.get(key)
-        if cached is not None:
+        if cached is not None and await self._unchanged(cached):
             return cached
         token = self.cache.token()
         try:
@@ -149,6 +156,18 @@ class SecretService:
             return dataclasses.replace(stale[0], stale_age=stale[1])
         self.cache.put(key, value, len(value.data), token)
         return value
+
+    async def _unchanged(self, cached: SecretValue) -> bool:
+        # The store remembers the record until any commit, so this costs a
+        # lookup in memory. This agent's own writes already invalidated.
+        try:
+            secret = await self.store.get_secret(cached.secret_name)
+        except StoreError:
+            return True  # a fresh value outlives a failing store
+        if secret is not None and (secret.create_time, secret.revision) == cached.record:
+            return True
+        self.cache.invalidate(cached.secret_name)
+        return False
 
     async def read_value(self, name: str, version_id: str | None,
                          stage: str | None) -> SecretValue:
@@ -164,7 +183,8 @@ class SecretService:
         return SecretValue(
             name, secret.secret_type, version.data_type, version.version_id,
             version.create_time,
-            tuple(stage_rules.stages_of(secret.stages, version.version_id)), data)
+            tuple(stage_rules.stages_of(secret.stages, version.version_id)), data,
+            record=(secret.create_time, secret.revision))
 
     async def _open(self, version: SecretVersionRecord) -> bytes:
         return await envelope.open_value(

@@ -14,6 +14,8 @@ import trio.testing
 from agent.cache.values import ValueCache
 from agent.config import DataKeyCacheConfig
 from agent.store.base import StoreError
+from agent.store.lookups import RECHECK_SECONDS
+from agent.store.sqlite import SqliteStore
 from client import errors
 from tests.agent.secret_harness import SecretAgent, config
 
@@ -54,6 +56,26 @@ async def test_ttl_expiry_refetches(agent):
     agent.clock.advance(seconds=301)
     await agent.value()
     assert (await cache_stats(agent))["Misses"] == 2
+
+
+async def test_other_agent_write_seen_before_ttl(agent, tmp_path):
+    """A value another agent replaces on the shared store is not served from cache."""
+    other = SecretAgent(tmp_path, config(cache_ttl=300), store=SqliteStore(
+        tmp_path / "data"), keystore=agent.keystore, clock=agent.clock)
+    try:
+        await agent.create(data="first")
+        assert (await other.value())["SecretData"] == "first"
+        await agent.put("app/db", "v2", "second")
+        # The other agent's store notices the commit within RECHECK_SECONDS.
+        await trio.sleep(2 * RECHECK_SECONDS)
+        assert (await other.value())["SecretData"] == "second"
+        await agent.call("DeleteSecret", SecretName="app/db",
+                         ForceDeleteWithoutRecovery=True)
+        await trio.sleep(2 * RECHECK_SECONDS)
+        with pytest.raises(errors.ResourceNotFoundError):
+            await other.value()
+    finally:
+        await other.store.aclose()
 
 
 async def test_put_invalidates_warm_entry(agent):
