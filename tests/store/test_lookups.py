@@ -14,13 +14,6 @@ from agent.store.sqlite import DATABASE_NAME, SqliteStore
 from tests.store.test_sqlite import make_key, make_version
 
 
-@pytest.fixture
-async def store(tmp_path):
-    instance = SqliteStore(tmp_path)
-    yield instance
-    await instance.aclose()
-
-
 async def test_repeated_lookup_is_served_from_the_cache(store):
     """The second read of an unchanged key returns the same record object."""
     await store.insert_key(make_key("k1"), make_version("k1"), {})

@@ -34,13 +34,6 @@ def make_version(key_id: str) -> KeyVersionRecord:
                             b"sealed")
 
 
-@pytest.fixture
-async def store(tmp_path):
-    instance = SqliteStore(tmp_path)
-    yield instance
-    await instance.aclose()
-
-
 async def test_insert_and_read_back(store):
     """A key, its version and tags read back exactly."""
     await store.insert_key(make_key("k1"), make_version("k1"), {"env": "prod"})
