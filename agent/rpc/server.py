@@ -438,10 +438,10 @@ class Server:
     @staticmethod
     async def _send(stream: trio.SocketStream, send_lock: trio.Lock,
                     data: bytes) -> None:
-        # The lock keeps replies whole and in order. When it is free, the
-        # reply is written at once; only what the socket buffer cannot take
-        # waits in trio. A client that went away mid-request must not
-        # disturb the others.
+        # The lock keeps each reply's bytes together on the socket. When it
+        # is free, the reply is written at once, and only what the socket
+        # buffer cannot take waits in trio. A client that went away
+        # mid-request must not disturb the others.
         try:
             send_lock.acquire_nowait()
         except trio.WouldBlock:
