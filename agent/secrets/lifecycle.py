@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from typing import Any
 
 import trio
 
@@ -132,14 +133,17 @@ def require_rotator(service: SecretService, name: str) -> RotationRule:
     return rule
 
 
-async def rotate_secret(service: SecretService, ref: str,
-                        version_id: str) -> SecretRecord:
+async def rotate_secret(service: SecretService, ref: str, version_id: str,
+                        caller: Any = None) -> SecretRecord:
     """RotateSecret: store the rotator's output as version ``version_id``.
 
-    An existing ``version_id`` succeeds and changes nothing.
+    An existing ``version_id`` succeeds and changes nothing. Any other
+    call counts against the ``caller``'s hourly budget, failed ones too;
+    scheduled rotations pass no caller and are not counted.
 
     Raises:
         UnsupportedOperationError: no rotator is configured for the name.
+        LimitExceededError: the caller used up its rotations for the hour.
         RotationFailedError: the rotator failed; nothing changed but
             ``last_rotation_error``.
     """
@@ -150,6 +154,8 @@ async def rotate_secret(service: SecretService, ref: str,
     if any(v.version_id == version_id for v in versions):
         return secret
     rule = require_rotator(service, name)
+    if caller is not None:
+        service.rotation_budget.take(caller)
     current = await service.read_value(name, None, ACS_CURRENT)
     try:
         data = await service.rotator.next_value(

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.context import RequestContext
 from agent.keys.ops import PAGE_NUMBER, PAGE_SIZE, tags_param
+from agent.quotas import caller_of
 from agent.rpc.dispatch import CREATE, READ, WRITE, Operation
 from agent.rpc.params import BOOL, INT, LIST, PLAINTEXT, Param
 from agent.secrets import lifecycle, validate
@@ -281,7 +282,7 @@ async def update_rotation_policy(services: Any, ctx: RequestContext,
 async def rotate_secret(services: Any, ctx: RequestContext, values: dict) -> dict:
     service = _secrets(services)
     secret = await lifecycle.rotate_secret(service, values["SecretName"],
-                                           values["VersionId"])
+                                           values["VersionId"], caller_of(ctx))
     return {"SecretName": secret.secret_name, "Arn": service.arn(secret),
             "VersionId": values["VersionId"]}
 

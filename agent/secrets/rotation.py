@@ -12,12 +12,17 @@ in an error. An ``entry_point`` ``module:function`` is called as
 plain function runs in a worker thread and a coroutine function in the
 event loop. Both are cut off after the configured timeout, but a plain
 function's thread is abandoned, not stopped.
+
+``RotationBudget`` holds RotateSecret to the cloud's 50 calls per hour,
+counted per caller (principal, or uid without one) in this agent.
 """
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import importlib
+import math
 import inspect
 import os
 import subprocess
@@ -26,13 +31,52 @@ from typing import Any, Callable
 import trio
 
 from agent.config import RotationRule
+from client.errors import LimitExceededError
 
 MAX_VALUE_BYTES = 30720
+ROTATIONS_PER_HOUR = 50
+_HOUR_SECONDS = 3600.0
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 class RotationError(Exception):
     """A rotator failed; the message names the cause, never a value."""
+
+
+class RotationBudget:
+    """RotateSecret calls that ran a rotator, per caller, in a sliding hour.
+
+    Args:
+        timer: returns the current time in seconds.
+        limit: calls allowed per caller in any hour.
+    """
+
+    def __init__(self, timer: Callable[[], float], limit: int = ROTATIONS_PER_HOUR):
+        self.timer = timer
+        self.limit = limit
+        self._calls: dict[Any, collections.deque[float]] = {}
+
+    def take(self, caller: Any) -> None:
+        """Count one rotation of ``caller``.
+
+        Raises:
+            LimitExceededError: the caller rotated ``limit`` times in the
+                last hour; the message gives the seconds until the next one.
+        """
+        now = self.timer()
+        calls = self._calls.setdefault(caller, collections.deque())
+        while calls and calls[0] <= now - _HOUR_SECONDS:
+            calls.popleft()
+        if len(calls) >= self.limit:
+            wait = math.ceil(calls[0] + _HOUR_SECONDS - now)
+            raise LimitExceededError(
+                f"RotateSecret is limited to {self.limit} calls per hour; "
+                f"retry in {wait} s.")
+        calls.append(now)
+        # Callers whose hour has passed are dropped, so the map stays small.
+        for other in [c for c, times in self._calls.items()
+                      if times and times[-1] <= now - _HOUR_SECONDS]:
+            del self._calls[other]
 
 
 class Rotator:

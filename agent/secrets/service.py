@@ -26,7 +26,7 @@ from agent.keys import states
 from agent.keys.service import ENCRYPT_DECRYPT, ORIGIN_KMS, KeyService
 from agent.keystore.base import SYMMETRIC_KEY_BYTES
 from agent.secrets import envelope, stages as stage_rules, validate
-from agent.secrets.rotation import Rotator
+from agent.secrets.rotation import RotationBudget, Rotator
 from agent.secrets.watch import ChangeNotifier
 from agent.locks import NamedLocks, contention_error
 from agent.store.base import (
@@ -85,6 +85,7 @@ class SecretService:
         self.cache = ValueCache(config.cache_ttl, config.cache_max_entries,
                                 config.cache_max_bytes, config.stale_max_age, timer)
         self.rotator = Rotator(config.rotation, config.rotation_timeout)
+        self.rotation_budget = RotationBudget(timer)
         self.notifier = ChangeNotifier()
         self._default_key_lock = trio.Lock()
         self.write_locks = NamedLocks()

@@ -14,6 +14,7 @@ import trio.testing
 
 from agent.config import RotationRule
 from agent.secrets import lifecycle
+from agent.secrets.rotation import RotationBudget
 from client import errors
 from tests.agent.secret_harness import SecretAgent, config
 
@@ -315,3 +316,29 @@ async def test_wait_timeout_limit(agent):
     await agent.create()
     with pytest.raises(errors.InvalidParameterError):
         await agent.call("WaitSecretChange", SecretName="app/db", TimeoutSeconds=301)
+
+
+async def test_rotate_limited_per_caller_hour(agent):
+    """The 51st RotateSecret of a caller within an hour is Rejected.LimitExceeded."""
+    await agent.create("py/limit", data="base")
+    for number in range(50):
+        await rotate(agent, "py/limit", f"r{number}")
+    with pytest.raises(errors.LimitExceededError, match="50 calls per hour"):
+        await rotate(agent, "py/limit", "r50")
+    # Naming an existing version changes nothing and is not counted.
+    await rotate(agent, "py/limit", "r49")
+    agent.clock.advance(hours=1)
+    await rotate(agent, "py/limit", "r50")
+
+
+async def test_rotation_budget_separates_callers():
+    """Each caller has its own budget, and old calls leave the window."""
+    now = [0.0]
+    budget = RotationBudget(lambda: now[0], limit=2)
+    budget.take(("uid", 1))
+    budget.take(("uid", 1))
+    with pytest.raises(errors.LimitExceededError, match="retry in 3600 s"):
+        budget.take(("uid", 1))
+    budget.take(("uid", 2))
+    now[0] = 3600.0
+    budget.take(("uid", 1))
