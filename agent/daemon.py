@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import trio
 
+from agent import tagging
 from agent.audit import AuditFileError, AuditStage, AuditTrail, open_trail
 from agent.auth import ops as auth_ops
 from agent.auth.control import AccessControl
@@ -79,7 +80,8 @@ def all_operations() -> list[Operation]:
             *random_ops.OPERATIONS, *secret_ops.OPERATIONS, *cache_ops.OPERATIONS,
             *auth_ops.OPERATIONS, *asymmetric.OPERATIONS, *mac.OPERATIONS,
             *byok.OPERATIONS, *export.OPERATIONS, *health.OPERATIONS,
-            *backup_ops.OPERATIONS, *certificate_ops.OPERATIONS]
+            *backup_ops.OPERATIONS, *certificate_ops.OPERATIONS,
+            *tagging.OPERATIONS]
 
 
 async def open_keystores(config: AgentConfig) -> dict[str, Keystore]:

@@ -116,9 +116,11 @@ RULES: dict[str, Rule] = {
     "ListAliases": Rule(KEY_READ, (Target(KEYS),)),
     "ListAliasesByKeyId": _READ_KEY,
     "TagResource": Rule(ADMIN, (Target(KEY_REF, "KeyId"),
-                                Target(SECRET_REF, "SecretName"))),
+                                Target(SECRET_REF, "SecretName"),
+                                Target(CERTIFICATE_REF, "CertificateId"))),
     "UntagResource": Rule(ADMIN, (Target(KEY_REF, "KeyId"),
-                                  Target(SECRET_REF, "SecretName"))),
+                                  Target(SECRET_REF, "SecretName"),
+                                  Target(CERTIFICATE_REF, "CertificateId"))),
     "ListResourceTags": _READ_KEY,
     # Cryptography.
     "Encrypt": _CRYPTO_KEY,

@@ -263,24 +263,6 @@ async def list_aliases(services: Any, ctx: RequestContext, values: dict) -> dict
             "TotalCount": total}
 
 
-async def tag_resource(services: Any, ctx: RequestContext, values: dict) -> dict:
-    tags = tags_param(values["Tags"])
-    if not 1 <= len(tags) <= 10:
-        raise InvalidParameterError("Tags must hold 1 to 10 tags.")
-    key = await aliases.tag_key(_keys(services), values["KeyId"], tags)
-    _note(ctx, key)
-    return {}
-
-
-async def untag_resource(services: Any, ctx: RequestContext, values: dict) -> dict:
-    tag_keys = values["TagKeys"]
-    if not all(isinstance(k, str) for k in tag_keys):
-        raise InvalidParameterError("TagKeys must be a list of strings.")
-    key = await aliases.untag_key(_keys(services), values["KeyId"], tag_keys)
-    _note(ctx, key)
-    return {}
-
-
 async def list_resource_tags(services: Any, ctx: RequestContext, values: dict) -> dict:
     service = _keys(services)
     key = await service.resolve(values["KeyId"])
@@ -344,8 +326,5 @@ OPERATIONS = [
     _op("DeleteAlias", delete_alias, WRITE, Param("AliasName", required=True)),
     _op("ListAliases", list_aliases, READ, PAGE_NUMBER, PAGE_SIZE),
     _op("ListAliasesByKeyId", list_aliases, READ, KEY_ID, PAGE_NUMBER, PAGE_SIZE),
-    _op("TagResource", tag_resource, WRITE, KEY_ID, Param("Tags", LIST, required=True)),
-    _op("UntagResource", untag_resource, WRITE, KEY_ID,
-        Param("TagKeys", LIST, required=True, low=1, high=10)),
     _op("ListResourceTags", list_resource_tags, READ, KEY_ID),
 ]
