@@ -13,6 +13,8 @@ import datetime
 import itertools
 import uuid
 
+from client.errors import KmsError
+
 
 # Request ids look like UUIDs: a random prefix drawn once per process and a
 # 48-bit counter, so ids are unique per agent without a system call each.
@@ -62,6 +64,9 @@ class RequestContext:
     # the request touched.
     key_id: str | None = None
     key_version_id: str | None = None
+    # Items of a batch request that access control refused, by the name
+    # the caller gave; the handler reports each in place of its result.
+    refused_items: dict[str, KmsError] = dataclasses.field(default_factory=dict)
 
     def keystore_scope(self, requested: tuple[str, ...] = ()) -> tuple[str, ...] | None:
         """Return the keystores a listing may show, given a requested filter.

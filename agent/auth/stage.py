@@ -17,7 +17,9 @@ own reference. Only a principal that may use the whole collection
 the handler's not-found error. Certificates have no resource policy of
 their own, so the configured policies alone decide on them.
 A resource in a keystore that failed to open is refused with
-ServiceUnavailableTemporary, after authorization.
+ServiceUnavailableTemporary, after authorization. BatchGetSecretValue
+is the exception to refusing the whole request: each refused secret is
+put in ``ctx.refused_items`` and reported alone in the reply's Errors.
 """
 
 from __future__ import annotations
@@ -216,11 +218,15 @@ class AccessStage(Stage):
         return name
 
     async def _check_secret_list(self, check: _Check, entries: Any) -> None:
-        # Malformed entries are left for the handler to reject.
+        # Malformed entries are left for the handler to reject. A refused
+        # entry fails alone, as the cloud reports it in the reply's Errors.
         for entry in entries or ():
             if isinstance(entry, dict) and isinstance(entry.get("SecretName"), str):
-                entry["SecretName"] = await self._check_secret(
-                    check, entry["SecretName"])
+                reference = entry["SecretName"]
+                try:
+                    entry["SecretName"] = await self._check_secret(check, reference)
+                except (NoPermissionError, ServiceUnavailableError) as error:
+                    check.ctx.refused_items[reference] = error
 
     async def _check_new_secret(self, check: _Check, name: str | None,
                                 values: dict[str, Any]) -> None:

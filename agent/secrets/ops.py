@@ -142,6 +142,9 @@ async def batch_get_secret_value(services: Any, ctx: RequestContext,
     for entry in values["SecretsList"]:
         _check_batch_entry(entry)
         try:
+            refused = ctx.refused_items.get(entry["SecretName"])
+            if refused is not None:
+                raise refused
             value = await service.get_value(
                 entry["SecretName"], entry.get("VersionId"), entry.get("VersionStage"))
             found.append(value_reply(value))

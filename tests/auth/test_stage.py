@@ -484,19 +484,24 @@ async def test_secret_user_reads_only(agent):
     assert isinstance(error, errors.NoPermissionError)
 
 
-async def test_batch_get_needs_every_secret(agent):
-    """BatchGetSecretValue is refused if one listed secret is not allowed."""
+async def test_batch_get_refuses_each_secret(agent):
+    """A listed secret the caller may not read fails alone, like a missing one."""
     await agent.call(ALICE, "CreateSecret", SecretName="a/one", VersionId="v1",
                      SecretData="x")
     bob_key = await agent.new_key(BOB, "tenant-b")
     await agent.call(BOB, "CreateSecret", SecretName="b/one", VersionId="v1",
                      SecretData="y", EncryptionKeyId=bob_key)
-    error = await refusal(agent, ALICE, "BatchGetSecretValue", SecretsList=[
-        {"SecretName": "a/one"}, {"SecretName": "b/one"}])
-    assert isinstance(error, errors.NoPermissionError)
-    reply = await agent.call(ALICE, "BatchGetSecretValue",
-                             SecretsList=[{"SecretName": "a/one"}])
-    assert reply
+    reply = await agent.call(ALICE, "BatchGetSecretValue", SecretsList=[
+        {"SecretName": "a/one"}, {"SecretName": "b/one"}, {"SecretName": "b/none"}])
+    assert [value["SecretData"] for value in reply["SecretValues"]] == ["x"]
+    failed = {entry["SecretName"]: entry for entry in reply["Errors"]}
+    assert set(failed) == {"b/one", "b/none"}
+    # Another tenant's secret and a missing one read the same.
+    for name in ("b/one", "b/none"):
+        assert failed[name]["Code"] == errors.NoPermissionError.code
+        assert failed[name]["HttpStatus"] == errors.NoPermissionError.http_status
+    assert failed["b/one"]["Message"].replace("b/one", "X") == \
+        failed["b/none"]["Message"].replace("b/none", "X")
 
 
 async def test_create_secret_checks_key(agent):
