@@ -59,6 +59,9 @@ def audit_fields(ctx: RequestContext, values: dict[str, Any],
         fields["alias"] = alias
     if ctx.client_key_id is not None:
         fields["client_key_id"] = ctx.client_key_id
+    if ctx.refused_items:
+        # Items of a batch that access control refused, though the request succeeded.
+        fields["refused"] = [name[:MAX_FIELD_CHARS] for name in ctx.refused_items]
     return fields
 
 

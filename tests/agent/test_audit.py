@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from agent.audit import AuditFile, AuditFileError, AuditStage, AuditTrail, open_trail
+from agent.audit.stage import audit_fields
 from agent.config import AuditConfig, ConfigError, parse_config
 from agent.context import FakeClock, Peer, RequestContext
 from agent.rpc.dispatch import Stage
@@ -726,3 +727,17 @@ def test_certificate_resource_recorded():
     assert _resource(ctx, {"CertificateId": "cert-1"}, None) == "cert-1"
     created = RequestContext.new("CreateCertificate", Peer(0, 0, 1))
     assert _resource(created, {}, {"CertificateId": "cert-2"}) == "cert-2"
+
+
+def test_record_names_refused_batch_items():
+    """A batch request's record lists the items access control refused."""
+    ctx = RequestContext.new("BatchGetSecretValue", Peer(1000, 1000, 42))
+    ctx.refused_items["b/one"] = errors.NoPermissionError()
+    values = {"SecretsList": [{"SecretName": "a/one"}, {"SecretName": "b/one"}]}
+    fields = audit_fields(ctx, values, {"SecretValues": []}, None, FakeClock().now())
+    assert fields["resource"] == ["a/one", "b/one"]
+    assert fields["refused"] == ["b/one"]
+    assert fields["code"] == "OK"
+    plain = RequestContext.new("GetSecretValue", Peer(1000, 1000, 42))
+    assert "refused" not in audit_fields(plain, {"SecretName": "a/one"}, {}, None,
+                                         FakeClock().now())
