@@ -137,12 +137,12 @@ class QuotaStage(Stage):
         handler reports the error.
         """
         specs = []
-        for name in ("KeyId", "DestinationKeyId"):
+        for name in ("KeyId", "DestinationKeyId", "SourceKeyId"):
             reference = values.get(name)
             if isinstance(reference, str):
                 specs.append(await self._spec_of_reference(reference))
         blob = values.get("CiphertextBlob")
-        if isinstance(blob, (bytes, bytearray)):
+        if isinstance(blob, (bytes, bytearray)) and "SourceKeyId" not in values:
             specs.append(await self._spec_of_blob(bytes(blob[:VERSION_ID_BYTES])))
         if any(spec.startswith(ASYMMETRIC_SPEC_PREFIXES) for spec in specs):
             return ASYMMETRIC_CRYPTO

@@ -59,6 +59,8 @@ class Target:
     actions: tuple[str, ...] = ()
     templates: frozenset[str] | None = None
     context: str | None = "EncryptionContext"
+    # A parameter that, when present, makes this target name nothing.
+    unless: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +129,8 @@ RULES: dict[str, Rule] = {
     "Decrypt": Rule(CRYPTO, (Target(KEY_BLOB, "CiphertextBlob"),)),
     "ReEncrypt": Rule(CRYPTO, (
         Target(KEY_BLOB, "CiphertextBlob", _RE_ENCRYPT_FROM,
-               context="SourceEncryptionContext"),
+               context="SourceEncryptionContext", unless="SourceKeyId"),
+        Target(KEY_REF, "SourceKeyId", _RE_ENCRYPT_FROM, context=None),
         Target(KEY_REF, "DestinationKeyId", _RE_ENCRYPT_TO,
                context="DestinationEncryptionContext"))),
     "GenerateDataKey": _CRYPTO_KEY,

@@ -85,6 +85,8 @@ class AccessStage(Stage):
             self._check_unmapped(config, principal, operation.name)
             return
         for target in rule.targets:
+            if target.unless is not None and target.unless in values:
+                continue
             check = _Check(
                 ctx, config, principal, operation.name,
                 target.templates or rule.templates,

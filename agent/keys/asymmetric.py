@@ -26,7 +26,7 @@ from typing import Any
 from agent.context import RequestContext
 from agent.keys import specs, states
 from agent.keys.ops import KEY_ID
-from agent.keys.service import KeyService
+from agent.keys.service import CryptoResult, KeyService
 from agent.keystore import asymmetric, sm2
 from agent.keystore.base import ASYMMETRIC_SPECS, DecryptionFailed, KeyMaterial
 from agent.rpc.dispatch import CRYPTO, READ, Operation
@@ -152,6 +152,18 @@ async def decrypt(service: KeyService, key_ref: str, version_id: str,
     except DecryptionFailed:
         raise InvalidCiphertextError() from None
     return key, plaintext
+
+
+async def re_encrypt_from(service: KeyService, key_ref: str, version_id: str,
+                          algorithm: str, ciphertext: bytes, destination_ref: str,
+                          destination_context: dict[str, str] | None) -> CryptoResult:
+    """ReEncrypt of asymmetric ciphertext: decrypt it, encrypt under a symmetric key.
+
+    Raises:
+        InvalidCiphertextError: the source ciphertext does not decrypt.
+    """
+    _, plaintext = await decrypt(service, key_ref, version_id, algorithm, ciphertext)
+    return await service.encrypt(destination_ref, plaintext, destination_context)
 
 
 # --- operations --------------------------------------------------------------

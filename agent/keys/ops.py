@@ -18,7 +18,7 @@ from agent.rpc.dispatch import CREATE, CRYPTO, READ, WRITE, Operation
 from agent.rpc.params import BOOL, BYTES, INT, LIST, MAP, PLAINTEXT, Param, string_map
 from agent.store.base import RESOURCE_KEY
 from agent.store.records import KeyFilter, KeyRecord
-from client.errors import InvalidParameterError
+from client.errors import InvalidParameterError, MissingParameterError
 
 KEY_ID = Param("KeyId", required=True, low=1, high=512)
 CONTEXT = Param("EncryptionContext", MAP)
@@ -196,10 +196,32 @@ async def decrypt(services: Any, ctx: RequestContext, values: dict) -> dict:
     return {**_crypto_reply(ctx, result), "Plaintext": result.plaintext}
 
 
+# The parameters that name an asymmetric source ciphertext; all or none.
+ASYMMETRIC_SOURCE = ("SourceKeyId", "SourceKeyVersionId", "SourceEncryptionAlgorithm")
+
+
 async def re_encrypt(services: Any, ctx: RequestContext, values: dict) -> dict:
-    result = await _keys(services).re_encrypt(
-        values["CiphertextBlob"], _context(values, "SourceEncryptionContext"),
-        values["DestinationKeyId"], _context(values, "DestinationEncryptionContext"))
+    service = _keys(services)
+    destination_context = _context(values, "DestinationEncryptionContext")
+    if any(name in values for name in ASYMMETRIC_SOURCE):
+        # Imported here: the asymmetric module builds on this one.
+        from agent.keys.asymmetric import re_encrypt_from
+        for name in ASYMMETRIC_SOURCE:
+            if name not in values:
+                raise MissingParameterError(
+                    f"The parameter {name} is required with an asymmetric source "
+                    f"ciphertext ({', '.join(ASYMMETRIC_SOURCE)}).")
+        if "SourceEncryptionContext" in values:
+            raise InvalidParameterError(
+                "SourceEncryptionContext does not apply to asymmetric ciphertext.")
+        result = await re_encrypt_from(
+            service, values["SourceKeyId"], values["SourceKeyVersionId"],
+            values["SourceEncryptionAlgorithm"], values["CiphertextBlob"],
+            values["DestinationKeyId"], destination_context)
+    else:
+        result = await service.re_encrypt(
+            values["CiphertextBlob"], _context(values, "SourceEncryptionContext"),
+            values["DestinationKeyId"], destination_context)
     return {**_crypto_reply(ctx, result), "CiphertextBlob": result.blob}
 
 
@@ -310,7 +332,9 @@ OPERATIONS = [
         Param("CiphertextBlob", BYTES, required=True, high=65536),
         Param("DestinationKeyId", required=True, low=1, high=512),
         Param("SourceEncryptionContext", MAP),
-        Param("DestinationEncryptionContext", MAP)),
+        Param("DestinationEncryptionContext", MAP),
+        Param("SourceKeyId", low=1, high=512), Param("SourceKeyVersionId", low=1, high=128),
+        Param("SourceEncryptionAlgorithm", low=1, high=64)),
     _op("GenerateDataKey", _data_key(True), CRYPTO, KEY_ID,
         Param("KeySpec", choices=("AES_256", "AES_128")),
         Param("NumberOfBytes", INT, low=1, high=1024), CONTEXT,

@@ -526,3 +526,45 @@ async def test_new_version_is_new_pair(agent):
                                   Algorithm="ECDSA_SHA_256", Digest=DIGEST))["Value"]
     assert first_key.public_numbers() != second_key.public_numbers()
     first_key.verify(signature, DIGEST, ec.ECDSA(PREHASHED))
+
+
+# --- ReEncrypt of asymmetric ciphertext --------------------------------------
+
+
+async def test_re_encrypt_asymmetric_source(agent):
+    """RSA-OAEP ciphertext made by cryptography moves under a symmetric key."""
+    source, version = await encryption_key(agent)
+    destination, _ = await agent.new_key()
+    ciphertext = (await agent.public_key(source, version)).encrypt(
+        b"moved secret", oaep("RSAES_OAEP_SHA_256"))
+    reply = await agent.call(
+        "ReEncrypt", CiphertextBlob=ciphertext, DestinationKeyId=destination,
+        DestinationEncryptionContext={"app": "pay"}, SourceKeyId=source,
+        SourceKeyVersionId=version, SourceEncryptionAlgorithm="RSAES_OAEP_SHA_256")
+    assert reply["KeyId"] == destination
+    decrypted = await agent.call("Decrypt", CiphertextBlob=reply["CiphertextBlob"],
+                                 EncryptionContext={"app": "pay"})
+    assert decrypted["Plaintext"] == b"moved secret"
+
+
+async def test_re_encrypt_asymmetric_source_errors(agent):
+    """Partial source parameters, a source context and bad ciphertext are rejected."""
+    source, version = await encryption_key(agent)
+    destination, _ = await agent.new_key()
+    common = {"DestinationKeyId": destination, "SourceKeyId": source}
+    with pytest.raises(errors.MissingParameterError, match="SourceKeyVersionId"):
+        await agent.call("ReEncrypt", CiphertextBlob=b"x" * 256, **common)
+    full = {**common, "SourceKeyVersionId": version,
+            "SourceEncryptionAlgorithm": "RSAES_OAEP_SHA_256"}
+    with pytest.raises(errors.InvalidParameterError, match="SourceEncryptionContext"):
+        await agent.call("ReEncrypt", CiphertextBlob=b"x" * 256,
+                         SourceEncryptionContext={"a": "b"}, **full)
+    with pytest.raises(errors.InvalidCiphertextError):
+        await agent.call("ReEncrypt", CiphertextBlob=b"x" * 256, **full)
+    signing, signing_version = await agent.new_key(KeySpec="RSA_2048",
+                                                   KeyUsage="SIGN/VERIFY")
+    # A signing key cannot decrypt, as with AsymmetricDecrypt.
+    with pytest.raises(errors.UnsupportedOperationError):
+        await agent.call("ReEncrypt", CiphertextBlob=b"x" * 256,
+                         **{**full, "SourceKeyId": signing,
+                            "SourceKeyVersionId": signing_version})

@@ -149,6 +149,25 @@ async def test_reencrypt_needs_both_keys(agent):
     assert isinstance(error, errors.NoPermissionError)
 
 
+async def test_reencrypt_asymmetric_source_needs_source_key(agent):
+    """With SourceKeyId the source key is authorized, not the blob's first bytes."""
+    # The fake keystore has no key pairs; authorization does not care.
+    bob_source = await agent.new_key(BOB, "tenant-b")
+    alice_key = await agent.new_key(ALICE)
+    source = {"SourceKeyId": bob_source, "SourceKeyVersionId": "v",
+              "SourceEncryptionAlgorithm": "RSAES_OAEP_SHA_256"}
+    error = await refusal(agent, ALICE, "ReEncrypt", CiphertextBlob=b"x" * 256,
+                          DestinationKeyId=alice_key, **source)
+    assert isinstance(error, errors.NoPermissionError)
+    assert "ReEncrypt" in error.message
+    # Bob may use his key, so the request reaches the handler, which turns
+    # down a symmetric source key instead of failing on the blob's format.
+    bob_key = await agent.new_key(BOB, "tenant-b")
+    error = await refusal(agent, BOB, "ReEncrypt", CiphertextBlob=b"x" * 256,
+                          DestinationKeyId=bob_key, **source)
+    assert isinstance(error, errors.UnsupportedOperationError), error
+
+
 async def test_key_user_cannot_manage(agent):
     """key-user grants cryptography, not lifecycle or aliases."""
     agent.policies["alice-tenant"]["permissions"] = ["key-user"]
