@@ -101,6 +101,20 @@ def test_oaep_decrypts_in_token(client, decryption_key, algorithm):
         client.asymmetric_decrypt(key_id, version, other, ciphertext)
 
 
+def test_reencrypt_from_token_key(client, decryption_key):
+    """ReEncrypt moves OAEP ciphertext of an HSM key pair under an AES key."""
+    key_id, version = decryption_key
+    ciphertext = public_key(client, key_id, version).encrypt(
+        b"to an aes key", oaep("RSAES_OAEP_SHA_256"))
+    destination = client.call("CreateKey")["KeyMetadata"]["KeyId"]
+    reply = client.call("ReEncrypt", CiphertextBlob=ciphertext,
+                        DestinationKeyId=destination, SourceKeyId=key_id,
+                        SourceKeyVersionId=version,
+                        SourceEncryptionAlgorithm="RSAES_OAEP_SHA_256")
+    assert reply["KeyId"] == destination
+    assert client.decrypt(reply["CiphertextBlob"])["Plaintext"] == b"to an aes key"
+
+
 def test_plaintext_over_limit(client, decryption_key):
     """191 bytes is over the RSA_2048 OAEP SHA-256 limit."""
     key_id, version = decryption_key
