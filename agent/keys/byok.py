@@ -3,11 +3,13 @@ DeleteKeyMaterial, and the expiry of imported material.
 
 A key created with Origin EXTERNAL (AES or SM4 specs) waits in
 PendingImport without a version. GetParametersForImport makes a fresh
-RSA_2048 wrapping key pair in the key's keystore, in the HSM where the
-token allows it, so the unwrap happens there. It returns the public key
-(DER) and an ImportToken valid for 24 hours, bound to that key and to
-the wrapping algorithm (RSAES_PKCS1_V1_5, RSAES_OAEP_SHA_1 or
-RSAES_OAEP_SHA_256, MGF1 with the same hash). ImportKeyMaterial consumes the token once;
+wrapping key pair in the key's keystore and returns its public key (DER)
+and an ImportToken valid for 24 hours, bound to that key and to the
+wrapping algorithm. The pair is RSA_2048, in the HSM where the token
+allows it so the unwrap happens there, with RSAES_PKCS1_V1_5,
+RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256 (MGF1 with the same hash); or
+EC_SM2 with SM2PKE, which no PKCS#11 token here offers, so only keys
+with ProtectionLevel SOFTWARE take it. ImportKeyMaterial consumes the token once;
 an unknown, used or foreign token is InvalidImportToken, an old one
 ExpiredImportToken. Material that does not unwrap or has the wrong
 length (32 bytes for AES-256, 16 for SM4) is InvalidKeyMaterial, and
@@ -44,6 +46,7 @@ from agent.keys import states
 from agent.keys.ops import KEY_ID
 from agent.keys.service import ORIGIN_EXTERNAL, KeyService
 from agent.keystore.base import HSM, SOFTWARE, InvalidImportedMaterial, KeyMaterial
+from agent.keystore.asymmetric import SM2PKE
 from agent.keystore.software_asymmetric import WRAPPING_ALGORITHMS
 from agent.logs import log
 from agent.rpc.dispatch import WRITE, Operation
@@ -57,10 +60,15 @@ from agent.store.records import (
 from client.errors import (
     ExpiredImportTokenError, InternalFailureError, InvalidImportTokenError,
     InvalidKeyMaterialError, InvalidParameterError, UnsupportedOriginError,
+    UnsupportedProtectionLevelError,
 )
 
 TOKEN_LIFETIME = datetime.timedelta(hours=24)
 WRAPPING_KEY_SPEC = "RSA_2048"
+SM2_WRAPPING_KEY_SPEC = "EC_SM2"
+# The wrapping algorithms of each wrapping key spec.
+WRAPPING_ALGORITHMS_BY_SPEC = {WRAPPING_KEY_SPEC: WRAPPING_ALGORITHMS,
+                               SM2_WRAPPING_KEY_SPEC: (SM2PKE,)}
 # Expired tokens stay this long, so a late import still gets
 # ExpiredImportToken, then the expiry job deletes them.
 EXPIRED_TOKEN_RETENTION = datetime.timedelta(days=7)
@@ -92,7 +100,8 @@ async def _external_key(service: KeyService, key_ref: str) -> KeyRecord:
     return key
 
 
-async def get_parameters(service: KeyService, key_ref: str, algorithm: str
+async def get_parameters(service: KeyService, key_ref: str, algorithm: str,
+                         wrapping_spec: str = WRAPPING_KEY_SPEC
                          ) -> tuple[KeyRecord, str, bytes, str]:
     """GetParametersForImport: a wrapping public key and an import token.
 
@@ -101,19 +110,31 @@ async def get_parameters(service: KeyService, key_ref: str, algorithm: str
         key and the token's expiry time.
     Raises:
         UnsupportedOriginError: the key's Origin is not EXTERNAL.
+        InvalidParameterError: the algorithm does not go with the spec.
+        UnsupportedProtectionLevelError: an EC_SM2 wrapping key for an
+            HSM key, whose material must unwrap in the token.
     """
+    if algorithm not in WRAPPING_ALGORITHMS_BY_SPEC[wrapping_spec]:
+        raise InvalidParameterError(
+            f"WrappingAlgorithm {algorithm} does not go with WrappingKeySpec "
+            f"{wrapping_spec}; use one of "
+            f"{', '.join(WRAPPING_ALGORITHMS_BY_SPEC[wrapping_spec])}.")
     key = await _external_key(service, key_ref)
     keystore = service.keystore_of(key)
-    level = HSM if keystore.supports_spec(WRAPPING_KEY_SPEC, HSM) else SOFTWARE
+    level = HSM if keystore.supports_spec(wrapping_spec, HSM) else SOFTWARE
+    if key.protection_level == HSM and level != HSM:
+        raise UnsupportedProtectionLevelError(
+            f"The key {key.key_id} has ProtectionLevel HSM, and its token cannot "
+            f"unwrap with {wrapping_spec}; use WrappingKeySpec {WRAPPING_KEY_SPEC}.")
     token = secrets.token_urlsafe(32)
     hashed = token_hash(token)
     wrapping = await keystore.generate_key_pair(_wrapping_version_id(hashed),
-                                                WRAPPING_KEY_SPEC, level)
+                                                wrapping_spec, level)
     now = service.clock.now()
     expire_time = format_time(now + TOKEN_LIFETIME)
     await service.store.insert_import_token(ImportTokenRecord(
         token_hash=hashed, key_id=key.key_id, wrapping_algorithm=algorithm,
-        wrapping_key_spec=WRAPPING_KEY_SPEC, protection_level=level,
+        wrapping_key_spec=wrapping_spec, protection_level=level,
         wrap_format=wrapping.wrap_format, wrapped=wrapping.wrapped,
         public_key=wrapping.public_key, creation_date=format_time(now),
         expire_time=expire_time))
@@ -269,7 +290,8 @@ async def expiry_loop(service: KeyService, interval: float) -> None:
 
 async def get_parameters_op(services: Any, ctx: RequestContext, values: dict) -> dict:
     key, token, public_key, expire_time = await get_parameters(
-        services.keys, values["KeyId"], values["WrappingAlgorithm"])
+        services.keys, values["KeyId"], values["WrappingAlgorithm"],
+        values["WrappingKeySpec"])
     ctx.key_id = key.key_id
     return {"KeyId": key.key_id, "ImportToken": token, "PublicKey": public_key,
             "TokenExpireTime": expire_time}
@@ -296,8 +318,10 @@ def _op(name: str, handler, *params: Param) -> Operation:
 
 OPERATIONS = [
     _op("GetParametersForImport", get_parameters_op, KEY_ID,
-        Param("WrappingAlgorithm", required=True, choices=WRAPPING_ALGORITHMS),
-        Param("WrappingKeySpec", required=True, choices=(WRAPPING_KEY_SPEC,))),
+        Param("WrappingAlgorithm", required=True,
+              choices=(*WRAPPING_ALGORITHMS, SM2PKE)),
+        Param("WrappingKeySpec", required=True,
+              choices=tuple(WRAPPING_ALGORITHMS_BY_SPEC))),
     _op("ImportKeyMaterial", import_op, KEY_ID,
         Param("EncryptedKeyMaterial", BYTES, required=True, low=1, high=1024),
         Param("ImportToken", required=True, low=1, high=256),

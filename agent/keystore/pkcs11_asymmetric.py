@@ -32,9 +32,9 @@ from agent.keystore.asymmetric import (
     generate_software_pair, oaep_decode, rsa_spki,
 )
 from agent.keystore.base import (
-    ASYMMETRIC_SPECS, EC_CURVE_NAMES, HMAC_KEY_BYTES, HSM, RSA_KEY_BITS, SOFTWARE,
-    SYMMETRIC_KEY_BYTES, DecryptionFailed, InvalidImportedMaterial, KeyMaterial,
-    Keystore,
+    ASYMMETRIC_SPECS, EC_CURVE_NAMES, HMAC_KEY_BYTES, HSM, RSA_KEY_BITS, SM2_SPEC,
+    SOFTWARE, SYMMETRIC_KEY_BYTES, DecryptionFailed, InvalidImportedMaterial,
+    KeyMaterial, Keystore,
 )
 from agent.keystore.key_transfer import hsm_export, hsm_import, pair_public_key
 from agent.keystore.software_asymmetric import (
@@ -58,6 +58,8 @@ _HSM_SPEC_MECHANISMS = {
     **{spec: (Mechanism.GENERIC_SECRET_KEY_GEN, mechanism)
        for spec, mechanism in _MAC_MECHANISMS.items()},
 }
+# Specs of import wrapping keys; an EC_SM2 one is always SOFTWARE here.
+_WRAPPING_SPECS = (*RSA_KEY_BITS, SM2_SPEC)
 _PURPOSES = {
     "sign": MechanismFlag.SIGN,
     "decrypt": MechanismFlag.DECRYPT,
@@ -363,7 +365,7 @@ class Pkcs11AsymmetricMixin(Keystore):
                               check_block: bytes) -> tuple[KeyMaterial, bytes]:
         if not self.supports(key_spec, protection_level):
             raise ValueError(f"{key_spec} with {protection_level} is not supported")
-        if _is_hsm(wrapping_key, RSA_KEY_BITS):
+        if _is_hsm(wrapping_key, _WRAPPING_SPECS):
             return await self._run(WORKER, _import, version_id, key_spec,
                                    protection_level, wrapping_key, wrapping_algorithm,
                                    encrypted, check_block)

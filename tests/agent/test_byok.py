@@ -13,10 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from tongsuopy.crypto import serialization as sm_serialization
 
 from agent.keys import byok
 from client import errors
 from tests.agent.test_asymmetric import agent  # noqa: F401  (fixture)
+from tests.keystore.test_asymmetric_sm2 import reference_encrypt
 
 ALGORITHMS = ["RSAES_PKCS1_V1_5", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"]
 
@@ -272,3 +274,29 @@ async def test_external_key_no_versions(agent):
     await import_material(agent, key_id, os.urandom(32))
     with pytest.raises(errors.UnsupportedOriginError):
         await agent.call("CreateKeyVersion", KeyId=key_id)
+
+
+async def test_sm2_wrapped_sm4_import(agent):
+    """SM4 material wrapped with SM2PKE to an EC_SM2 wrapping key imports."""
+    key_id = await external_key(agent, "Aliyun_SM4")
+    params = await agent.call("GetParametersForImport", KeyId=key_id,
+                              WrappingAlgorithm="SM2PKE", WrappingKeySpec="EC_SM2")
+    public_key = sm_serialization.load_der_public_key(params["PublicKey"])
+    material = os.urandom(16)
+    await agent.call("ImportKeyMaterial", KeyId=key_id,
+                     ImportToken=params["ImportToken"],
+                     EncryptedKeyMaterial=reference_encrypt(public_key, material))
+    assert await state(agent, key_id) == "Enabled"
+    blob = (await agent.call("Encrypt", KeyId=key_id, Plaintext=b"sm"))["CiphertextBlob"]
+    assert (await agent.call("Decrypt", CiphertextBlob=blob))["Plaintext"] == b"sm"
+
+
+@pytest.mark.parametrize("spec,algorithm", [
+    ("EC_SM2", "RSAES_OAEP_SHA_256"), ("RSA_2048", "SM2PKE"),
+])
+async def test_wrapping_algorithm_must_match_spec(agent, spec, algorithm):
+    """A wrapping algorithm of the other spec is InvalidParameter."""
+    key_id = await external_key(agent)
+    with pytest.raises(errors.InvalidParameterError, match="does not go with"):
+        await agent.call("GetParametersForImport", KeyId=key_id,
+                         WrappingAlgorithm=algorithm, WrappingKeySpec=spec)

@@ -18,7 +18,7 @@ from tongsuopy.crypto import serialization as sm_serialization
 from tongsuopy.crypto.asymciphers import ec as sm_ec
 
 from client import KmsClient, errors
-from tests.keystore.test_asymmetric_sm2 import z_a_digest
+from tests.keystore.test_asymmetric_sm2 import reference_encrypt, z_a_digest
 
 pytestmark = pytest.mark.hsm
 DIGEST = hashlib.sha256(b"integration").digest()
@@ -172,6 +172,20 @@ def test_import_flow(client):
         import_once(os.urandom(32))
     import_once(material)
     assert client.decrypt(blob)["Plaintext"] == b"imported"
+
+
+def test_sm2_wrapping_only_for_software_keys(client):
+    """EC_SM2 wrapping serves an SM4 key; an HSM key must unwrap in the token."""
+    hsm_key, _ = new_key(client, origin="EXTERNAL")
+    with pytest.raises(errors.UnsupportedProtectionLevelError):
+        client.get_parameters_for_import(hsm_key, "SM2PKE", "EC_SM2")
+    sm4_key, _ = new_key(client, origin="EXTERNAL", key_spec="Aliyun_SM4")
+    params = client.get_parameters_for_import(sm4_key, "SM2PKE", "EC_SM2")
+    wrapping = sm_serialization.load_der_public_key(params["PublicKey"])
+    client.import_key_material(sm4_key, reference_encrypt(wrapping, bytes(range(16))),
+                               params["ImportToken"])
+    blob = client.encrypt(sm4_key, b"sm4 imported")["CiphertextBlob"]
+    assert client.decrypt(blob)["Plaintext"] == b"sm4 imported"
 
 
 def test_export_to_caller_key(client):
