@@ -13,7 +13,8 @@ with ProtectionLevel SOFTWARE take it. ImportKeyMaterial consumes the token once
 an unknown, used or foreign token is InvalidImportToken, an old one
 ExpiredImportToken. Material that does not unwrap or has the wrong
 length (32 bytes for AES-256, 16 for SM4) is InvalidKeyMaterial, and
-nothing changes. The key becomes Enabled (a Disabled key stays
+nothing changes, except that a token of RSAES_PKCS1_V1_5 is spent by
+its first failure (no padding oracle). The key becomes Enabled (a Disabled key stays
 Disabled).
 
 The first import stores a key check value: the encryption of a block
@@ -46,7 +47,7 @@ from agent.keys import states
 from agent.keys.ops import KEY_ID
 from agent.keys.service import ORIGIN_EXTERNAL, KeyService
 from agent.keystore.base import HSM, SOFTWARE, InvalidImportedMaterial, KeyMaterial
-from agent.keystore.asymmetric import SM2PKE
+from agent.keystore.asymmetric import RSAES_PKCS1_V1_5, SM2PKE
 from agent.keystore.software_asymmetric import WRAPPING_ALGORITHMS
 from agent.logs import log
 from agent.rpc.dispatch import WRITE, Operation
@@ -185,9 +186,6 @@ async def import_key_material(service: KeyService, key_ref: str, encrypted: byte
     expire_time = _expire_time(service, expire_unix)
     previous = await service.store.get_imported_material(key.key_id)
     version_id = previous.version_id if previous else str(uuid.uuid4())
-    # NOTE: a failed unwrap leaves the token usable, so with
-    # RSAES_PKCS1_V1_5 a local caller can repeat padding-oracle queries
-    # for 24 hours; failures are not counted or limited per token.
     wrapping = KeyMaterial(_wrapping_version_id(record.token_hash),
                            record.wrapping_key_spec, record.protection_level,
                            record.wrap_format, record.wrapped, record.public_key)
@@ -196,6 +194,10 @@ async def import_key_material(service: KeyService, key_ref: str, encrypted: byte
             version_id, key.key_spec, key.protection_level, wrapping,
             record.wrapping_algorithm, encrypted, check_block(key.key_id))
     except InvalidImportedMaterial:
+        if record.wrapping_algorithm == RSAES_PKCS1_V1_5:
+            # One failure spends the token and with it the wrapping key, so
+            # nobody can use the agent as a PKCS#1 v1.5 padding oracle.
+            await service.store.spend_import_token(record.token_hash)
         raise InvalidKeyMaterialError(
             f"EncryptedKeyMaterial does not unwrap with {record.wrapping_algorithm} "
             f"to a {key.key_spec} key.") from None

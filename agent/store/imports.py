@@ -60,6 +60,10 @@ class ImportStore(abc.ABC):
         """Return the token with that hash, or None."""
 
     @abc.abstractmethod
+    async def spend_import_token(self, token_hash: str) -> None:
+        """Mark a token used without importing, so it serves no later call."""
+
+    @abc.abstractmethod
     async def get_imported_material(self, key_id: str) -> ImportedMaterialRecord | None:
         """Return what the store keeps of a key's imported material, or None."""
 

@@ -80,6 +80,10 @@ class SqliteImportsMixin(ImportStore):
             return None
         return ImportedMaterialRecord(rows[0][0], rows[0][1], bytes(rows[0][2]))
 
+    async def spend_import_token(self, token_hash: str) -> None:
+        await self._write(lambda conn: conn.execute(
+            "UPDATE import_tokens SET used = 1 WHERE token_hash = ?", (token_hash,)))
+
     async def complete_import(self, key: KeyRecord, version: KeyVersionRecord,
                               token_hash: str, fingerprint: bytes) -> KeyRecord:
         stored = dataclasses.replace(key, revision=key.revision + 1)

@@ -300,3 +300,18 @@ async def test_wrapping_algorithm_must_match_spec(agent, spec, algorithm):
     with pytest.raises(errors.InvalidParameterError, match="does not go with"):
         await agent.call("GetParametersForImport", KeyId=key_id,
                          WrappingAlgorithm=algorithm, WrappingKeySpec=spec)
+
+
+async def test_pkcs1_failure_spends_token(agent):
+    """A failed PKCS#1 v1.5 import spends its token; an OAEP one does not."""
+    key_id = await external_key(agent)
+    params = await parameters(agent, key_id, "RSAES_PKCS1_V1_5")
+    bad = wrap(params["PublicKey"], os.urandom(20), "RSAES_PKCS1_V1_5")
+    with pytest.raises(errors.InvalidKeyMaterialError):
+        await agent.call("ImportKeyMaterial", KeyId=key_id,
+                         ImportToken=params["ImportToken"], EncryptedKeyMaterial=bad)
+    good = wrap(params["PublicKey"], os.urandom(32), "RSAES_PKCS1_V1_5")
+    with pytest.raises(errors.InvalidImportTokenError):
+        await agent.call("ImportKeyMaterial", KeyId=key_id,
+                         ImportToken=params["ImportToken"], EncryptedKeyMaterial=good)
+    assert await state(agent, key_id) == "PendingImport"
