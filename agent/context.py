@@ -66,7 +66,7 @@ class RequestContext:
     key_version_id: str | None = None
     # Items of a batch request that access control refused, by the name
     # the caller gave; the handler reports each in place of its result.
-    refused_items: dict[str, KmsError] = dataclasses.field(default_factory=dict)
+    refused_items: dict[str, KmsError] | None = None
 
     def keystore_scope(self, requested: tuple[str, ...] = ()) -> tuple[str, ...] | None:
         """Return the keystores a listing may show, given a requested filter.

@@ -228,6 +228,8 @@ class AccessStage(Stage):
                 try:
                     entry["SecretName"] = await self._check_secret(check, reference)
                 except (NoPermissionError, ServiceUnavailableError) as error:
+                    if check.ctx.refused_items is None:
+                        check.ctx.refused_items = {}
                     check.ctx.refused_items[reference] = error
 
     async def _check_new_secret(self, check: _Check, name: str | None,

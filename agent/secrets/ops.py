@@ -142,7 +142,7 @@ async def batch_get_secret_value(services: Any, ctx: RequestContext,
     for entry in values["SecretsList"]:
         _check_batch_entry(entry)
         try:
-            refused = ctx.refused_items.get(entry["SecretName"])
+            refused = (ctx.refused_items or {}).get(entry["SecretName"])
             if refused is not None:
                 raise refused
             value = await service.get_value(

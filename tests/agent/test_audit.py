@@ -732,7 +732,7 @@ def test_certificate_resource_recorded():
 def test_record_names_refused_batch_items():
     """A batch request's record lists the items access control refused."""
     ctx = RequestContext.new("BatchGetSecretValue", Peer(1000, 1000, 42))
-    ctx.refused_items["b/one"] = errors.NoPermissionError()
+    ctx.refused_items = {"b/one": errors.NoPermissionError()}
     values = {"SecretsList": [{"SecretName": "a/one"}, {"SecretName": "b/one"}]}
     fields = audit_fields(ctx, values, {"SecretValues": []}, None, FakeClock().now())
     assert fields["resource"] == ["a/one", "b/one"]
