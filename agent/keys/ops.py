@@ -15,7 +15,9 @@ from agent.context import RequestContext
 from agent.keys import aliases, rotation
 from agent.keys.service import CryptoResult, KeyService, MAX_PLAINTEXT_BYTES
 from agent.rpc.dispatch import CREATE, CRYPTO, READ, WRITE, Operation
-from agent.rpc.params import BOOL, BYTES, INT, LIST, MAP, PLAINTEXT, Param, string_map
+from agent.rpc.params import (
+    BOOL, BYTES, INT, LIST, MAP, PLAINTEXT, Param, parse_filters, string_map,
+)
 from agent.store.base import RESOURCE_KEY
 from agent.store.records import KeyFilter, KeyRecord
 from client.errors import InvalidParameterError, MissingParameterError
@@ -144,24 +146,7 @@ async def list_keys(services: Any, ctx: RequestContext, values: dict) -> dict:
 
 
 def _key_filter(filters: list[Any]) -> KeyFilter:
-    if len(filters) > 10:
-        raise InvalidParameterError("Filters takes at most 10 entries.")
-    fields: dict[str, tuple[str, ...]] = {}
-    for entry in filters:
-        if (not isinstance(entry, dict) or set(entry) != {"Key", "Values"}
-                or entry["Key"] not in FILTER_FIELDS
-                or not isinstance(entry["Values"], list)
-                or not all(isinstance(v, str) for v in entry["Values"])):
-            raise InvalidParameterError(
-                "Filters must be a list of {\"Key\": name, \"Values\": [strings]} "
-                f"maps, with Key one of {', '.join(sorted(FILTER_FIELDS))}.")
-        field = FILTER_FIELDS[entry["Key"]]
-        fields[field] = fields.get(field, ()) + tuple(entry["Values"])
-        if len(fields[field]) > MAX_FILTER_VALUES:
-            raise InvalidParameterError(
-                f"Filters take at most {MAX_FILTER_VALUES} values for "
-                f"{entry['Key']}.")
-    return KeyFilter(**fields)
+    return KeyFilter(**parse_filters(filters, FILTER_FIELDS, MAX_FILTER_VALUES))
 
 
 def _lifecycle(change):

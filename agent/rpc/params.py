@@ -24,6 +24,8 @@ INT = "int"
 BOOL = "bool"
 MAP = "map"
 LIST = "list"
+# Entries of a Filters list (ListKeys, ListSecrets).
+MAX_FILTERS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +131,37 @@ def _check(param: Param, value: Any) -> Any:
 
 def _invalid(param: Param, problem: str) -> InvalidParameterError:
     return InvalidParameterError(f"The parameter {param.name} {problem}.")
+
+
+def parse_filters(filters: list[Any], fields: dict[str, str],
+                  max_values: int) -> dict[str, tuple[str, ...]]:
+    """Return the values of a ``Filters`` list by field name.
+
+    ``filters`` holds ``{"Key": name, "Values": [strings]}`` maps, at most
+    ``MAX_FILTERS``; ``fields`` maps each accepted Key to its field. The
+    values of one field add up across entries, to at most ``max_values``.
+
+    Raises:
+        InvalidParameterError: an entry is malformed or names an unknown
+            Key, or there are too many entries or values.
+    """
+    if len(filters) > MAX_FILTERS:
+        raise InvalidParameterError(f"Filters takes at most {MAX_FILTERS} entries.")
+    values: dict[str, tuple[str, ...]] = {}
+    for entry in filters:
+        if (not isinstance(entry, dict) or set(entry) != {"Key", "Values"}
+                or entry["Key"] not in fields
+                or not isinstance(entry["Values"], list)
+                or not all(isinstance(v, str) for v in entry["Values"])):
+            raise InvalidParameterError(
+                "Filters must be a list of {\"Key\": name, \"Values\": [strings]} "
+                f"maps, with Key one of {', '.join(sorted(fields))}.")
+        field = fields[entry["Key"]]
+        values[field] = values.get(field, ()) + tuple(entry["Values"])
+        if len(values[field]) > max_values:
+            raise InvalidParameterError(
+                f"Filters take at most {max_values} values for {entry['Key']}.")
+    return values
 
 
 def string_map(param_name: str, value: dict[Any, Any]) -> dict[str, str]:

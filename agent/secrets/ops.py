@@ -15,10 +15,10 @@ import dataclasses
 from typing import Any
 
 from agent.context import RequestContext
-from agent.keys.ops import PAGE_NUMBER, PAGE_SIZE, tags_param
+from agent.keys.ops import MAX_FILTER_VALUES, PAGE_NUMBER, PAGE_SIZE, tags_param
 from agent.quotas import caller_of
 from agent.rpc.dispatch import CREATE, READ, WRITE, Operation
-from agent.rpc.params import BOOL, INT, LIST, PLAINTEXT, Param
+from agent.rpc.params import BOOL, INT, LIST, PLAINTEXT, Param, parse_filters
 from agent.secrets import lifecycle, validate
 from agent.secrets.service import SecretService, SecretValue
 from agent.store.base import RESOURCE_SECRET
@@ -229,20 +229,7 @@ async def list_secrets(services: Any, ctx: RequestContext, values: dict) -> dict
 
 
 def _secret_filter(filters: list[Any]) -> SecretFilter:
-    if len(filters) > 10:
-        raise InvalidParameterError("Filters takes at most 10 entries.")
-    fields: dict[str, tuple[str, ...]] = {}
-    for entry in filters:
-        if (not isinstance(entry, dict) or set(entry) != {"Key", "Values"}
-                or entry["Key"] not in FILTER_FIELDS
-                or not isinstance(entry["Values"], list)
-                or not all(isinstance(v, str) for v in entry["Values"])):
-            raise InvalidParameterError(
-                "Filters must be a list of {\"Key\": name, \"Values\": [strings]} "
-                f"maps, with Key one of {', '.join(sorted(FILTER_FIELDS))}.")
-        field = FILTER_FIELDS[entry["Key"]]
-        fields[field] = fields.get(field, ()) + tuple(entry["Values"])
-    return SecretFilter(**fields)
+    return SecretFilter(**parse_filters(filters, FILTER_FIELDS, MAX_FILTER_VALUES))
 
 
 async def list_secret_version_ids(services: Any, ctx: RequestContext,

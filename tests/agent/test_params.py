@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.rpc.params import BYTES, INT, Param, parse_params
+from agent.rpc.params import BYTES, INT, Param, parse_filters, parse_params
 from client.errors import InvalidParameterError, MissingParameterError
 
 SCHEMA = (Param("KeyId", required=True), Param("Plaintext", BYTES),
@@ -44,3 +44,29 @@ def test_non_text_name_is_rejected():
     """A map key that is not text (msgpack allows it) is rejected."""
     with pytest.raises(InvalidParameterError, match="not known"):
         parse_params({"KeyId": "k", 7: "x"}, SCHEMA)
+
+
+FIELDS = {"KeyState": "state", "TagKey": "tag_key"}
+
+
+def test_filters_add_up_per_field():
+    """Values of one Key add up across entries; each Key maps to its field."""
+    parsed = parse_filters([{"Key": "KeyState", "Values": ["Enabled"]},
+                            {"Key": "KeyState", "Values": ["Disabled"]},
+                            {"Key": "TagKey", "Values": []}], FIELDS, 5)
+    assert parsed == {"state": ("Enabled", "Disabled"), "tag_key": ()}
+
+
+@pytest.mark.parametrize("filters, problem", [
+    ([{"Key": "KeyState", "Values": ["a"]}] * 11, "at most 10 entries"),
+    ([{"Key": "Nope", "Values": ["a"]}], "KeyState, TagKey"),
+    ([{"Key": "KeyState", "Values": "Enabled"}], "Values"),
+    ([{"Key": "KeyState", "Values": [1]}], "Values"),
+    ([{"Key": "KeyState"}], "Values"),
+    (["KeyState"], "Values"),
+    ([{"Key": "KeyState", "Values": ["a", "b", "c"]}], "at most 2 values"),
+])
+def test_bad_filters_rejected(filters, problem):
+    """Malformed, unknown, too many entries or values: InvalidParameter."""
+    with pytest.raises(InvalidParameterError, match=problem):
+        parse_filters(filters, FIELDS, 2)
