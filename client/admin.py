@@ -21,12 +21,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, TextIO
+from typing import Any, BinaryIO, TextIO
 
-from client.cli_words import find_subcommand
+from client.cli_words import (
+    ClientFactory, connected, find_subcommand, option_value, timeout_seconds,
+)
 from client.errors import (
     CallerError, InternalFailureError, InvalidParameterError, KmsError,
-    ServerUnreachableError,
 )
 
 COMMANDS = frozenset({"health", "backup"})
@@ -50,9 +51,6 @@ backup   writes a consistent snapshot of the agent's store to OUT (mode 0600,
          material only as sealed by the keystores' domain keys; restore it with
          kms-agent restore OUT DATA_DIR.
 """
-
-ClientFactory = Callable[[str | None, float], Any]
-
 
 @dataclasses.dataclass
 class AdminInvocation:
@@ -85,11 +83,11 @@ def parse_admin_command(argv: list[str]) -> AdminInvocation:
         if token in ("-h", "--help"):
             invocation.help = True
         elif token.startswith("--") and name in _GLOBAL_OPTIONS:
-            if not equals:
-                if not tokens:
-                    raise InvalidParameterError(f"The option --{name} needs a value.")
-                value = tokens.pop(0)
-            _set_global(invocation, name, value)
+            value = option_value(name, equals, value, tokens)
+            if name == "socket":
+                invocation.socket = value
+            else:
+                invocation.timeout = timeout_seconds(value)
         elif token == "--live" and invocation.command == "health":
             invocation.live = True
         elif token.startswith("-") and token != "-":
@@ -101,19 +99,6 @@ def parse_admin_command(argv: list[str]) -> AdminInvocation:
             invocation.words.append(token)
     _check_words(invocation)
     return invocation
-
-
-def _set_global(invocation: AdminInvocation, name: str, value: str) -> None:
-    if name == "socket":
-        invocation.socket = value
-        return
-    try:
-        invocation.timeout = float(value)
-    except ValueError:
-        invocation.timeout = -1.0
-    if not 0 < invocation.timeout < float("inf"):
-        raise InvalidParameterError(
-            f"--timeout must be a positive number of seconds, not {value!r}.")
 
 
 def _check_words(invocation: AdminInvocation) -> None:
@@ -138,7 +123,7 @@ def run(argv: list[str], *, client_factory: ClientFactory | None, stdout: TextIO
         stdout.write(HELP)
         return 0
     factory = client_factory or _default_client
-    with _client(factory, invocation) as client:
+    with connected(factory, invocation.socket, invocation.timeout) as client:
         if invocation.command == "health":
             return _health(client, invocation.live, stdout)
         return _backup(client, invocation.words[0], stdout, stderr)
@@ -221,21 +206,6 @@ def _write_file(client: Any, info: dict[str, Any], path: Path) -> None:
 def _binary(stream: TextIO) -> BinaryIO:
     stream.flush()
     return getattr(stream, "buffer", sys.stdout.buffer)
-
-
-@contextlib.contextmanager
-def _client(factory: ClientFactory, invocation: AdminInvocation) -> Iterator[Any]:
-    try:
-        client = factory(invocation.socket, invocation.timeout)
-    except OSError as error:
-        raise ServerUnreachableError(
-            f"The agent socket cannot be reached: {error.strerror or error}.") from None
-    try:
-        yield client
-    finally:
-        close = getattr(client, "close", None)
-        if close is not None:
-            close()
 
 
 def _default_client(socket_path: str | None, timeout: float) -> Any:

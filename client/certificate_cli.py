@@ -11,15 +11,16 @@ raise ``KmsError``; ``client.cli`` prints them and picks the exit status.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, TextIO
 
-from client.cli_words import find_subcommand
-from client.errors import InvalidParameterError, ServerUnreachableError
+from client.cli_words import (
+    ClientFactory, connected, find_subcommand, option_value, timeout_seconds,
+)
+from client.errors import InvalidParameterError
 
 DEFAULT_TIMEOUT = 30.0
 # The number of words (after the command) each command takes; None is any.
@@ -51,9 +52,6 @@ export-tls-bundle   exports an exportable certificate key as PEM and writes the
                     private key to KEY_OUT (mode 0600). With --Passphrase the
                     key is encrypted with it (read from a file with file://).
 """
-
-ClientFactory = Callable[[str | None, float], Any]
-
 
 @dataclasses.dataclass
 class CertificateInvocation:
@@ -88,11 +86,7 @@ def parse_certificate_command(argv: list[str]) -> CertificateInvocation:
             invocation.help = True
             continue
         if token.startswith("--") and name in (*_GLOBAL_OPTIONS, "Passphrase"):
-            if not equals:
-                if not tokens:
-                    raise InvalidParameterError(f"The option --{name} needs a value.")
-                value = tokens.pop(0)
-            _set_option(invocation, name, value)
+            _set_option(invocation, name, option_value(name, equals, value, tokens))
         elif token.startswith("-") and token != "-":
             raise InvalidParameterError(
                 f"Unknown option {token!r}. Run kmsctl {invocation.command or ''} "
@@ -111,13 +105,7 @@ def _set_option(invocation: CertificateInvocation, name: str, value: str) -> Non
     elif name == "Passphrase":
         invocation.passphrase = _read_passphrase(value)
     else:
-        try:
-            invocation.timeout = float(value)
-        except ValueError:
-            invocation.timeout = -1.0
-        if not 0 < invocation.timeout < float("inf"):
-            raise InvalidParameterError(
-                f"--timeout must be a positive number of seconds, not {value!r}.")
+        invocation.timeout = timeout_seconds(value)
 
 
 def _read_passphrase(value: str) -> str:
@@ -156,7 +144,8 @@ def run(argv: list[str], *, client_factory: ClientFactory | None, stdout: TextIO
     if invocation.help:
         stdout.write(HELP)
         return 0
-    with _client(client_factory or _default_client, invocation) as client:
+    with connected(client_factory or _default_client, invocation.socket,
+                   invocation.timeout) as client:
         if invocation.command == "write-csr":
             _write_csr(client, invocation.words, stdout)
         elif invocation.command == "upload-certificate":
@@ -237,18 +226,3 @@ def _default_client(socket_path: str | None, timeout: float) -> Any:
 
     return KmsClient(socket_path, timeout=timeout, retries=RetryPolicy())
 
-
-@contextlib.contextmanager
-def _client(factory: ClientFactory, invocation: CertificateInvocation
-            ) -> Iterator[Any]:
-    try:
-        client = factory(invocation.socket, invocation.timeout)
-    except OSError as error:
-        raise ServerUnreachableError(
-            f"The agent socket cannot be reached: {error.strerror or error}.") from None
-    try:
-        yield client
-    finally:
-        close = getattr(client, "close", None)
-        if close is not None:
-            close()
