@@ -196,7 +196,7 @@ async def import_key_material(service: KeyService, key_ref: str, encrypted: byte
     except InvalidImportedMaterial:
         if record.wrapping_algorithm == RSAES_PKCS1_V1_5:
             # One failure spends the token and with it the wrapping key, so
-            # nobody can use the agent as a PKCS#1 v1.5 padding oracle.
+            # the agent cannot serve as a PKCS#1 v1.5 padding oracle.
             await service.store.spend_import_token(record.token_hash)
         raise InvalidKeyMaterialError(
             f"EncryptedKeyMaterial does not unwrap with {record.wrapping_algorithm} "

@@ -134,7 +134,7 @@ class SecretService:
 
         A cached value is served while fresh and while the secret's record
         is the one it was read with, so a change by another agent on the
-        same store is seen as soon as this agent sees the commit. If the
+        same store shows as soon as this agent reads the commit. If the
         store or keystore fails, a cached value within the stale age is
         served with ``stale_age`` set; caller errors are never masked.
         """
