@@ -57,6 +57,8 @@ MAX_IN_FLIGHT_PER_CONNECTION = 128
 # caller disconnects instead of holding memory until their timeout.
 CANCEL_ON_DISCONNECT = frozenset({"WaitSecretChange"})
 # Operations answered on the connection's reader; see the module docstring.
+# NOTE: ReEncrypt of RSA ciphertext (SourceKeyId) waits on a worker thread
+# for the private-key operation, and holds its connection's reader meanwhile.
 INLINE_OPERATIONS = frozenset({
     "Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey",
     "GenerateDataKeyWithoutPlaintext", "GenerateMac", "VerifyMac",
