@@ -13,8 +13,9 @@ with ProtectionLevel SOFTWARE take it. ImportKeyMaterial consumes the token once
 an unknown, used or foreign token is InvalidImportToken, an old one
 ExpiredImportToken. Material that does not unwrap or has the wrong
 length (32 bytes for AES-256, 16 for SM4) is InvalidKeyMaterial, and
-nothing changes, except that a token of RSAES_PKCS1_V1_5 is spent by
-its first failure (no padding oracle). The key becomes Enabled (a Disabled key stays
+nothing changes, except that a token of RSAES_PKCS1_V1_5 is spent as
+its one unwrap starts, so only one call gets an unwrap result, even
+among concurrent calls (no padding oracle). The key becomes Enabled (a Disabled key stays
 Disabled).
 
 The first import stores a key check value: the encryption of a block
@@ -142,14 +143,18 @@ async def get_parameters(service: KeyService, key_ref: str, algorithm: str,
     return key, token, wrapping.public_key, expire_time
 
 
+def _token_used(key: KeyRecord) -> InvalidImportTokenError:
+    return InvalidImportTokenError(
+        f"The import token is not valid for the key {key.key_id}: it is "
+        "unknown, used already or issued for another key. Call "
+        "GetParametersForImport for a new one.")
+
+
 async def _usable_token(service: KeyService, key: KeyRecord,
                         token: str) -> ImportTokenRecord:
     record = await service.store.get_import_token(token_hash(token))
     if record is None or record.key_id != key.key_id or record.used:
-        raise InvalidImportTokenError(
-            f"The import token is not valid for the key {key.key_id}: it is "
-            "unknown, used already or issued for another key. Call "
-            "GetParametersForImport for a new one.")
+        raise _token_used(key)
     if record.expire_time <= service.now():
         raise ExpiredImportTokenError(
             f"The import token expired at {record.expire_time}. Call "
@@ -189,15 +194,16 @@ async def import_key_material(service: KeyService, key_ref: str, encrypted: byte
     wrapping = KeyMaterial(_wrapping_version_id(record.token_hash),
                            record.wrapping_key_spec, record.protection_level,
                            record.wrap_format, record.wrapped, record.public_key)
+    # A PKCS#1 v1.5 token is spent before its one unwrap, so concurrent
+    # calls cannot each get a result and use the agent as a padding oracle.
+    token_spent = record.wrapping_algorithm == RSAES_PKCS1_V1_5
+    if token_spent and not await service.store.spend_import_token(record.token_hash):
+        raise _token_used(key)
     try:
         material, fingerprint = await service.keystore_of(key).import_material(
             version_id, key.key_spec, key.protection_level, wrapping,
             record.wrapping_algorithm, encrypted, check_block(key.key_id))
     except InvalidImportedMaterial:
-        if record.wrapping_algorithm == RSAES_PKCS1_V1_5:
-            # One failure spends the token and with it the wrapping key, so
-            # the agent cannot serve as a PKCS#1 v1.5 padding oracle.
-            await service.store.spend_import_token(record.token_hash)
         raise InvalidKeyMaterialError(
             f"EncryptedKeyMaterial does not unwrap with {record.wrapping_algorithm} "
             f"to a {key.key_spec} key.") from None
@@ -211,12 +217,12 @@ async def import_key_material(service: KeyService, key_ref: str, encrypted: byte
         protection_level=material.protection_level,
         wrap_format=material.wrap_format, wrapped=material.wrapped)
     return await _store_import(service, key, version, record.token_hash,
-                               fingerprint, expire_time)
+                               fingerprint, expire_time, token_spent)
 
 
 async def _store_import(service: KeyService, key: KeyRecord,
                         version: KeyVersionRecord, hashed: str, fingerprint: bytes,
-                        expire_time: str | None) -> KeyRecord:
+                        expire_time: str | None, token_spent: bool) -> KeyRecord:
     for _ in range(_ATTEMPTS):
         state = ENABLED if key.state == PENDING_IMPORT else key.state
         updated = dataclasses.replace(
@@ -224,7 +230,7 @@ async def _store_import(service: KeyService, key: KeyRecord,
             material_expire_time=expire_time)
         try:
             return await service.store.complete_import(updated, version, hashed,
-                                                       fingerprint)
+                                                       fingerprint, token_spent)
         except ImportTokenSpentError:
             raise InvalidImportTokenError(
                 "The import token was used by a concurrent import.") from None

@@ -60,8 +60,12 @@ class ImportStore(abc.ABC):
         """Return the token with that hash, or None."""
 
     @abc.abstractmethod
-    async def spend_import_token(self, token_hash: str) -> None:
-        """Mark a token used without importing, so it serves no later call."""
+    async def spend_import_token(self, token_hash: str) -> bool:
+        """Mark an unused token used, so it serves no later call.
+
+        Returns:
+            True if this call spent the token, False if it was used already.
+        """
 
     @abc.abstractmethod
     async def get_imported_material(self, key_id: str) -> ImportedMaterialRecord | None:
@@ -69,10 +73,12 @@ class ImportStore(abc.ABC):
 
     @abc.abstractmethod
     async def complete_import(self, key: KeyRecord, version: KeyVersionRecord,
-                              token_hash: str, fingerprint: bytes) -> KeyRecord:
+                              token_hash: str, fingerprint: bytes,
+                              token_spent: bool = False) -> KeyRecord:
         """Store imported material and consume its token in one transaction.
 
-        Marks the token used, writes ``key`` as ``Store.update_key`` does
+        Marks the token used (or, with ``token_spent``, requires that the
+        caller spent it with ``spend_import_token``), writes ``key`` as ``Store.update_key`` does
         (a compare-and-swap on ``key.revision``), inserts ``version`` or
         replaces the material of the version with its id, and records the
         fingerprint on the first import.

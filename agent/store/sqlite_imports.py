@@ -80,18 +80,21 @@ class SqliteImportsMixin(ImportStore):
             return None
         return ImportedMaterialRecord(rows[0][0], rows[0][1], bytes(rows[0][2]))
 
-    async def spend_import_token(self, token_hash: str) -> None:
-        await self._write(lambda conn: conn.execute(
-            "UPDATE import_tokens SET used = 1 WHERE token_hash = ?", (token_hash,)))
+    async def spend_import_token(self, token_hash: str) -> bool:
+        return await self._write(lambda conn: conn.execute(
+            "UPDATE import_tokens SET used = 1 WHERE token_hash = ? AND used = 0",
+            (token_hash,)).rowcount == 1)
 
     async def complete_import(self, key: KeyRecord, version: KeyVersionRecord,
-                              token_hash: str, fingerprint: bytes) -> KeyRecord:
+                              token_hash: str, fingerprint: bytes,
+                              token_spent: bool = False) -> KeyRecord:
         stored = dataclasses.replace(key, revision=key.revision + 1)
 
         def work(conn: sqlite3.Connection) -> None:
             cursor = conn.execute(
                 "UPDATE import_tokens SET used = 1 WHERE token_hash = ? "
-                "AND key_id = ? AND used = 0", (token_hash, key.key_id))
+                "AND key_id = ? AND used = ?",
+                (token_hash, key.key_id, int(token_spent)))
             if cursor.rowcount != 1:
                 raise ImportTokenSpentError(f"import token of key {key.key_id} spent")
             self._swap_key(conn, key, stored)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import trio
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -315,3 +316,25 @@ async def test_pkcs1_failure_spends_token(agent):
         await agent.call("ImportKeyMaterial", KeyId=key_id,
                          ImportToken=params["ImportToken"], EncryptedKeyMaterial=good)
     assert await state(agent, key_id) == "PendingImport"
+
+
+async def test_pkcs1_token_one_failure_when_concurrent(agent):
+    """Concurrent PKCS#1 v1.5 imports with one token get one unwrap between them."""
+    key_id = await external_key(agent)
+    params = await parameters(agent, key_id, "RSAES_PKCS1_V1_5")
+    outcomes = []
+
+    async def bad_import():
+        bad = wrap(params["PublicKey"], os.urandom(20), "RSAES_PKCS1_V1_5")
+        try:
+            await agent.call("ImportKeyMaterial", KeyId=key_id,
+                             ImportToken=params["ImportToken"],
+                             EncryptedKeyMaterial=bad)
+        except errors.KmsError as error:
+            outcomes.append(error.code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(bad_import)
+    assert outcomes.count("InvalidKeyMaterial") == 1
+    assert outcomes.count("InvalidImportToken") == 7
