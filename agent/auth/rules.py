@@ -59,8 +59,8 @@ class Target:
     actions: tuple[str, ...] = ()
     templates: frozenset[str] | None = None
     context: str | None = "EncryptionContext"
-    # A parameter that, when present, makes this target name nothing.
-    unless: str | None = None
+    # Parameters that make this target name nothing when any one is present.
+    unless: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +89,10 @@ _READ_KEY = _key(KEY_READ)
 _ADMIN_SECRET = _secret(ADMIN)
 _RE_ENCRYPT_FROM = ("kms:ReEncrypt", "kms:ReEncryptFrom")
 _RE_ENCRYPT_TO = ("kms:ReEncrypt", "kms:ReEncryptTo")
+# With any of these, ReEncrypt's CiphertextBlob is asymmetric ciphertext,
+# not a blob that names a key. The handler rejects the request unless all
+# three are present, before it uses any key.
+_ASYMMETRIC_SOURCE = ("SourceKeyId", "SourceKeyVersionId", "SourceEncryptionAlgorithm")
 
 RULES: dict[str, Rule] = {
     # Key lifecycle and metadata.
@@ -129,7 +133,7 @@ RULES: dict[str, Rule] = {
     "Decrypt": Rule(CRYPTO, (Target(KEY_BLOB, "CiphertextBlob"),)),
     "ReEncrypt": Rule(CRYPTO, (
         Target(KEY_BLOB, "CiphertextBlob", _RE_ENCRYPT_FROM,
-               context="SourceEncryptionContext", unless="SourceKeyId"),
+               context="SourceEncryptionContext", unless=_ASYMMETRIC_SOURCE),
         Target(KEY_REF, "SourceKeyId", _RE_ENCRYPT_FROM, context=None),
         Target(KEY_REF, "DestinationKeyId", _RE_ENCRYPT_TO,
                context="DestinationEncryptionContext"))),

@@ -85,7 +85,7 @@ class AccessStage(Stage):
             self._check_unmapped(config, principal, operation.name)
             return
         for target in rule.targets:
-            if target.unless is not None and target.unless in values:
+            if any(name in values for name in target.unless):
                 continue
             check = _Check(
                 ctx, config, principal, operation.name,
