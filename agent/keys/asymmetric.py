@@ -133,15 +133,18 @@ async def encrypt(service: KeyService, key_ref: str, version_id: str,
 
 
 async def decrypt(service: KeyService, key_ref: str, version_id: str,
-                  algorithm: str, ciphertext: bytes) -> tuple[KeyRecord, bytes]:
+                  algorithm: str, ciphertext: bytes,
+                  operation: str = "AsymmetricDecrypt") -> tuple[KeyRecord, bytes]:
     """AsymmetricDecrypt: decrypt with the version's private key.
+
+    ``operation`` is the request's operation, named in key errors.
 
     Raises:
         InvalidCiphertextError: for every failure to decrypt, including
             ciphertext made with the other OAEP hash.
     """
     key, material = await key_version(service, key_ref, version_id,
-                                      specs.ENCRYPT_DECRYPT, "AsymmetricDecrypt")
+                                      specs.ENCRYPT_DECRYPT, operation)
     specs.require_algorithm(key, algorithm, sign=False)
     expected = asymmetric.ciphertext_bytes(key.key_spec)
     if expected is not None and len(ciphertext) != expected:
@@ -162,7 +165,8 @@ async def re_encrypt_from(service: KeyService, key_ref: str, version_id: str,
     Raises:
         InvalidCiphertextError: the source ciphertext does not decrypt.
     """
-    _, plaintext = await decrypt(service, key_ref, version_id, algorithm, ciphertext)
+    _, plaintext = await decrypt(service, key_ref, version_id, algorithm, ciphertext,
+                                 "ReEncrypt")
     return await service.encrypt(destination_ref, plaintext, destination_context)
 
 

@@ -41,7 +41,7 @@ def client(shared_agent):
     ("SourceKeyId", "SourceEncryptionAlgorithm"),
 ])
 def test_partial_source_is_missing_parameter(client, keys, given):
-    """Any subset of the three source parameters is MissingParameter."""
+    """One or two of the three source parameters is MissingParameter."""
     symmetric, pair, version, ciphertext = keys
     source = {"SourceKeyId": pair, "SourceKeyVersionId": version,
               "SourceEncryptionAlgorithm": OAEP}
@@ -68,3 +68,18 @@ def test_round_trip_under_symmetric_key(client, keys):
                         SourceKeyVersionId=version, SourceEncryptionAlgorithm=OAEP)
     assert reply["KeyId"] == symmetric
     assert client.decrypt(reply["CiphertextBlob"])["Plaintext"] == b"cGFpcg=="
+
+
+@pytest.mark.parametrize("source_spec, usage", [
+    ("RSA_2048", "SIGN/VERIFY"), ("Aliyun_AES_256", "ENCRYPT/DECRYPT")])
+def test_source_not_decryption_pair(client, keys, source_spec, usage):
+    """A signing pair or a symmetric key as source is UnsupportedOperation."""
+    symmetric, _, _, ciphertext = keys
+    source = client.call("CreateKey", KeySpec=source_spec, KeyUsage=usage)[
+        "KeyMetadata"]["KeyId"]
+    version = client.call("ListKeyVersions", KeyId=source)[
+        "KeyVersions"]["KeyVersion"][0]["KeyVersionId"]
+    with pytest.raises(errors.UnsupportedOperationError, match="ReEncrypt needs"):
+        client.call("ReEncrypt", CiphertextBlob=ciphertext, DestinationKeyId=symmetric,
+                    SourceKeyId=source, SourceKeyVersionId=version,
+                    SourceEncryptionAlgorithm=OAEP)
