@@ -20,10 +20,11 @@ from agent.keys.aliases import MAX_TAGS_PER_RESOURCE, validate_tags
 from agent.keys.ops import tags_param
 from agent.rpc.dispatch import WRITE, Operation
 from agent.rpc.params import LIST, Param
-from agent.store.base import RESOURCE_SECRET, LimitError
+from agent.store.base import RESOURCE_SECRET, ConflictError, LimitError
 from agent.store.certificates import RESOURCE_CERTIFICATE
 from client.errors import (
-    InvalidParameterError, LimitExceededError, MissingParameterError,
+    InternalFailureError, InvalidParameterError, LimitExceededError,
+    MissingParameterError,
 )
 
 # The parameters that name the tagged resource; a request sets exactly one.
@@ -72,6 +73,10 @@ async def tag_resource(services: Any, ctx: RequestContext, values: dict) -> dict
     except LimitError:
         raise LimitExceededError(
             f"A resource carries at most {MAX_TAGS_PER_RESOURCE} tags.") from None
+    except ConflictError:
+        # Deleted after the lookup: the lookup now reports it as missing.
+        await _resource_of(services, param, values[param])
+        raise InternalFailureError() from None
     return {}
 
 

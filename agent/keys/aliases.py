@@ -13,11 +13,13 @@ import re
 
 from agent.keys import states
 from agent.keys.service import KeyService
-from agent.store.base import RESOURCE_KEY, DuplicateError, LimitError, Store
+from agent.store.base import (
+    RESOURCE_KEY, ConflictError, DuplicateError, LimitError, Store,
+)
 from agent.store.records import AliasRecord, KeyRecord
 from client.errors import (
-    AliasAlreadyExistsError, AliasNotFoundError, InvalidParameterError,
-    LimitExceededError, UnsupportedAliasError,
+    AliasAlreadyExistsError, AliasNotFoundError, InternalFailureError,
+    InvalidParameterError, LimitExceededError, UnsupportedAliasError,
 )
 
 ALIAS_PATTERN = re.compile(r"alias/[A-Za-z0-9_/-]{1,255}")
@@ -118,6 +120,10 @@ async def tag_key(service: KeyService, key_ref: str, tags: dict[str, str]) -> Ke
     except LimitError:
         raise LimitExceededError(
             f"A key carries at most {MAX_TAGS_PER_RESOURCE} tags.") from None
+    except ConflictError:
+        # Purged after the lookup: resolving it again reports it missing.
+        await service.resolve(key.key_id)
+        raise InternalFailureError() from None
     return key
 
 

@@ -22,8 +22,10 @@ from typing import Any, Callable, TypeVar
 import trio
 
 from agent.store.base import (
-    ConflictError, DuplicateError, LimitError, Store, StoreError,
+    RESOURCE_KEY, RESOURCE_SECRET, ConflictError, DuplicateError, LimitError, Store,
+    StoreError,
 )
+from agent.store.certificates import RESOURCE_CERTIFICATE
 from agent.store.limits import (
     ALIASES, KEYS, LIMITS_MIGRATION, ResourceLimits, alias_keystore, check_count,
 )
@@ -107,6 +109,15 @@ MIGRATIONS: list[str] = [
     # 6: certificates and their key pairs.
     CERTIFICATES_MIGRATION,
 ]
+
+# The row that must exist for a resource to take tags: a secret in its
+# recovery window takes none.
+_TAGGABLE = {
+    RESOURCE_KEY: "SELECT 1 FROM keys WHERE key_id = ?",
+    RESOURCE_SECRET: "SELECT 1 FROM secrets WHERE secret_name = ? "
+                     "AND planned_delete_time IS NULL",
+    RESOURCE_CERTIFICATE: "SELECT 1 FROM certificates WHERE certificate_id = ?",
+}
 
 _KEY_FIELDS = [f.name for f in dataclasses.fields(KeyRecord)]
 _VERSION_FIELDS = [f.name for f in dataclasses.fields(KeyVersionRecord)]
@@ -364,6 +375,10 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
     async def set_tags(self, resource_type: str, resource_id: str,
                        tags: dict[str, str], max_tags: int | None = None) -> None:
         def work(conn: sqlite3.Connection) -> None:
+            # Checked in the same transaction, so a resource deleted since
+            # the caller looked it up gets no orphan tags.
+            if conn.execute(_TAGGABLE[resource_type], (resource_id,)).fetchone() is None:
+                raise ConflictError(f"{resource_type} {resource_id} is gone")
             conn.executemany(
                 "INSERT INTO tags VALUES (?, ?, ?, ?) ON CONFLICT "
                 "(resource_type, resource_id, tag_key) DO UPDATE SET "

@@ -183,3 +183,17 @@ def test_database_file_private(tmp_path):
     """The database file is created readable by its owner only."""
     SqliteStore(tmp_path)
     assert os.stat(tmp_path / DATABASE_NAME).st_mode & 0o777 == 0o600
+
+
+async def test_tags_need_an_existing_resource(store):
+    """set_tags on a gone key, a missing certificate or a secret in its window conflicts."""
+    with pytest.raises(ConflictError):
+        await store.set_tags("key", "k1", {"a": "b"})
+    with pytest.raises(ConflictError):
+        await store.set_tags("certificate", "cert-1", {"a": "b"})
+    with pytest.raises(ConflictError):
+        await store.set_tags("secret", "app/db", {"a": "b"})
+    await store.insert_key(make_key("k1"), make_version("k1"), {})
+    await store.set_tags("key", "k1", {"a": "b"})
+    assert await store.get_tags("key", "k1") == {"a": "b"}
+    assert await store.get_tags("certificate", "cert-1") == {}
