@@ -165,6 +165,7 @@ async def re_encrypt_from(service: KeyService, key_ref: str, version_id: str,
     Raises:
         InvalidCiphertextError: the source ciphertext does not decrypt.
     """
+    await service.require_encryption_key(destination_ref)
     _, plaintext = await decrypt(service, key_ref, version_id, algorithm, ciphertext,
                                  "ReEncrypt")
     return await service.encrypt(destination_ref, plaintext, destination_context)

@@ -423,9 +423,24 @@ class KeyService:
                          destination_context: dict | None) -> CryptoResult:
         """Decrypt a blob and encrypt its plaintext under another key."""
         canonical_context(destination_context)
+        await self.require_encryption_key(destination_ref)
         source = await self.decrypt(blob_bytes, source_context)
         return await self.encrypt(destination_ref, source.plaintext,
                                   destination_context, source.blob_format)
+
+    async def require_encryption_key(self, key_ref: str) -> KeyRecord:
+        """Check that ``key_ref`` names a key Encrypt accepts now; return it.
+
+        ReEncrypt checks its destination so before it decrypts anything.
+
+        Raises:
+            KeyNotFoundError and the state errors: as Encrypt would.
+            UnsupportedOperationError: the key is not symmetric.
+        """
+        key = await self.resolve(key_ref)
+        states.require_state(key, states.USE)
+        specs.require_symmetric(key, "Encrypt")
+        return key
 
     async def generate_data_key(self, key_ref: str, number_of_bytes: int | None,
                                 key_spec: str | None,

@@ -568,3 +568,19 @@ async def test_re_encrypt_asymmetric_source_errors(agent):
         await agent.call("ReEncrypt", CiphertextBlob=b"x" * 256,
                          **{**full, "SourceKeyId": signing,
                             "SourceKeyVersionId": signing_version})
+
+
+async def test_re_encrypt_checks_destination_first(agent):
+    """A disabled destination is reported before the source is decrypted."""
+    source, version = await encryption_key(agent)
+    destination, _ = await agent.new_key()
+    await agent.call("DisableKey", KeyId=destination)
+    with pytest.raises(errors.KeyDisabledError):
+        await agent.call(
+            "ReEncrypt", CiphertextBlob=b"not a ciphertext", DestinationKeyId=destination,
+            SourceKeyId=source, SourceKeyVersionId=version,
+            SourceEncryptionAlgorithm="RSAES_OAEP_SHA_256")
+    blob = (await agent.call("Encrypt", KeyId=(await agent.new_key())[0],
+                             Plaintext=b"x"))["CiphertextBlob"]
+    with pytest.raises(errors.KeyDisabledError):
+        await agent.call("ReEncrypt", CiphertextBlob=blob, DestinationKeyId=destination)
