@@ -31,6 +31,7 @@ from agent.ops.instrument import (
 )
 from agent.ops.notify import Notifier
 from agent.ops.reload import ReloadHooks, ReloadRejected
+from agent.rpc.dispatch import Stage
 from agent.rpc.server import StartupError, bind_socket
 
 
@@ -43,7 +44,10 @@ class OpsRuntime:
         self.notifier = notifier
         self.listener = listener
         self.metrics = AgentMetrics()
-        self.stage = MetricsStage(self.metrics)
+        # Without an output nobody reads the request metrics, so requests
+        # skip them; [metrics] takes effect only at a restart.
+        self.stage: Stage = (MetricsStage(self.metrics) if config.metrics.enabled
+                             else Stage())
         self.reloads = ReloadHooks(_loader(config.path))
         self.reloads.on_reload(self._reload_started, self._reload_finished)
         self.health: HealthService | None = None
@@ -85,6 +89,8 @@ class OpsRuntime:
 
     def instrument_keystores(self) -> None:
         """Time the calls of every keystore, including ones reopened since."""
+        if not self.config.metrics.enabled:
+            return
         for keystore in self.keystores.values():
             instrument_keystore(keystore, self.metrics)
 

@@ -30,6 +30,11 @@ class MetricsConfig:
     textfile: Path | None = None
     textfile_interval: float = 15.0
 
+    @property
+    def enabled(self) -> bool:
+        """Whether any output reads the metrics."""
+        return self.listen is not None or self.textfile is not None
+
 
 def metrics_config(values: dict[str, Any], base_dir: Path) -> MetricsConfig:
     """Return the section from its type-checked ``values``.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import trio
 
@@ -9,6 +11,9 @@ from agent.context import Peer, RequestContext
 from agent.keystore.base import Keystore
 from agent.ops.instrument import AgentMetrics, MetricsStage, instrument_keystore
 from agent.ops.metrics import Registry
+from agent.ops.notify import Notifier
+from agent.ops.runtime import OpsRuntime
+from agent.ops.settings import MetricsConfig
 from agent.rpc.dispatch import Dispatcher, Operation
 from agent.rpc.params import Param
 from client import errors
@@ -169,3 +174,20 @@ async def test_rotation_job_counted(tmp_path):
         await agent.store.aclose()
     assert metrics.rotations.value("key", "ok") == 1
     assert metrics.rotations.value("key", "failed") == 0
+
+
+@pytest.mark.parametrize("outputs, collected", [
+    ({}, False),
+    ({"listen": ("127.0.0.1", 9464)}, True),
+    ({"textfile": "metrics.prom"}, True),
+])
+async def test_requests_measured_only_with_an_output(tmp_path, outputs, collected):
+    """Without a metrics output, requests and keystore calls are not measured."""
+    config = types.SimpleNamespace(path=tmp_path / "config.toml",
+                                   metrics=MetricsConfig(**outputs))
+    ops = OpsRuntime(config, Notifier(None), None)
+    ops.keystores = {"default": FakeKeystore("default")}
+    ops.instrument_keystores()
+    await ops.keystores["default"].random_bytes(8)
+    assert isinstance(ops.stage, MetricsStage) is collected
+    assert ops.metrics.keystore_seconds.count("default", "random_bytes") == int(collected)
