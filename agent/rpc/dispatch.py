@@ -78,6 +78,20 @@ class Dispatcher:
         self.stages = list(stages)
         self.log_successes = log_successes
 
+    @property
+    def stages(self) -> list[Stage]:
+        """The stages, in the order their ``before`` hooks run."""
+        return self._stages
+
+    @stages.setter
+    def stages(self, stages: list[Stage]) -> None:
+        self._stages = list(stages)
+        # Hooks a stage leaves as Stage's no-op are not called at all.
+        self._befores = [stage.before for stage in self._stages
+                         if type(stage).before is not Stage.before]
+        self._afters = [stage.after for stage in reversed(self._stages)
+                        if type(stage).after is not Stage.after]
+
     async def handle(self, ctx: RequestContext, params: Any) -> dict[str, Any]:
         """Run the request named by ``ctx.operation``.
 
@@ -120,15 +134,15 @@ class Dispatcher:
 
     async def _run(self, ctx: RequestContext, operation: Operation,
                    values: dict[str, Any]) -> dict[str, Any]:
-        for stage in self.stages:
-            await stage.before(ctx, operation, values)
+        for before in self._befores:
+            await before(ctx, operation, values)
         return await operation.handler(self.services, ctx, values)
 
     async def _after(self, ctx: RequestContext, operation: Operation | None,
                      values: dict[str, Any], result: dict[str, Any] | None,
                      failure: KmsError | None) -> None:
-        for stage in reversed(self.stages):
-            await stage.after(ctx, operation, values, result, failure)
+        for after in self._afters:
+            await after(ctx, operation, values, result, failure)
 
     def _log_request(self, ctx: RequestContext, failure: KmsError | None,
                      started: float) -> None:
