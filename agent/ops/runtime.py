@@ -44,8 +44,8 @@ class OpsRuntime:
         self.notifier = notifier
         self.listener = listener
         self.metrics = AgentMetrics()
-        # Without an output nobody reads the request metrics, so requests
-        # skip them; [metrics] takes effect only at a restart.
+        # Without an output the request metrics would never be read, so
+        # requests skip them. [metrics] takes effect only at a restart.
         self.stage: Stage = (MetricsStage(self.metrics) if config.metrics.enabled
                              else Stage())
         self.reloads = ReloadHooks(_loader(config.path))

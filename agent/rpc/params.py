@@ -137,7 +137,7 @@ def parse_filters(filters: list[Any], fields: dict[str, str],
                   max_values: int) -> dict[str, tuple[str, ...]]:
     """Return the values of a ``Filters`` list by field name.
 
-    ``filters`` holds ``{"Key": name, "Values": [strings]}`` maps, at most
+    ``filters`` contains ``{"Key": name, "Values": [strings]}`` maps, at most
     ``MAX_FILTERS``; ``fields`` maps each accepted Key to its field. The
     values of one field add up across entries, to at most ``max_values``.
 
