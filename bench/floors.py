@@ -104,11 +104,8 @@ class HsmFloor:
     def __init__(self, directory: Path):
         info = softhsm.init_token(directory, TOKEN_LABEL)
         module_path = softhsm.find_softhsm_module()
-        # NOTE: _acquire_module is the keystore's private loader. It is
-        # used so the floor loads SoftHSM2 exactly as the agent does.
-        with keystore_pkcs11._registry_lock:
-            self._module = keystore_pkcs11._acquire_module(
-                module_path, str(info.conf_path))
+        # Loaded as the agent loads it, with OS locking on.
+        self._module = keystore_pkcs11.load_module(module_path, str(info.conf_path))
         try:
             token = self._module.lib.get_token(token_label=TOKEN_LABEL)
             pin = info.pin_file.read_text(encoding="utf-8").strip()
@@ -153,5 +150,4 @@ class HsmFloor:
         self._release_module()
 
     def _release_module(self) -> None:
-        with keystore_pkcs11._registry_lock:
-            self._module.release()
+        keystore_pkcs11.unload_module(self._module)

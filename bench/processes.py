@@ -158,8 +158,8 @@ def start_agent(directory: Path, cache: SecretCache = SecretCache()) -> ServerPr
     """
     config = write_agent_config(directory, cache)
     command = [sys.executable, "-m", "agent", "--config", str(config)]
-    return _start_unix("kms-agent", command, directory / "agent.sock",
-                       directory / "agent.log")
+    return start_unix_server("kms-agent", command, directory / "agent.sock",
+                             directory / "agent.log")
 
 
 def write_agent_config(directory: Path, cache: SecretCache = SecretCache()) -> Path:
@@ -188,11 +188,18 @@ def start_echo(directory: Path) -> ServerProcess:
     """
     socket_path = directory / "echo.sock"
     command = [sys.executable, "-m", "bench.echo_server", str(socket_path)]
-    return _start_unix("echo server", command, socket_path, directory / "echo.log")
+    return start_unix_server("echo server", command, socket_path, directory / "echo.log")
 
 
-def _start_unix(name: str, command: list[str], socket_path: Path,
-                log_path: Path) -> ServerProcess:
+def start_unix_server(name: str, command: list[str], socket_path: Path,
+                      log_path: Path) -> ServerProcess:
+    """Start a server of this repository that speaks ``client.wire`` on a socket.
+
+    It is ready once ``socket_path`` answers a hello.
+
+    Raises:
+        ServerStartError: the server exited or did not respond in time.
+    """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [str(_REPO), os.environ.get("PYTHONPATH")])))
     return start_process(

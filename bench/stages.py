@@ -102,8 +102,9 @@ def start(directory: Path, **settings: bool) -> processes.ServerProcess:
     """Start an agent with the given settings and wait until it answers."""
     config = write_config(directory, **settings)
     command = [sys.executable, "-m", "agent", "--config", str(config)]
-    return processes._start_unix("kms-agent", command, directory / "agent.sock",
-                                 directory / "agent.log")
+    return processes.start_unix_server("kms-agent", command,
+                                       directory / "agent.sock",
+                                       directory / "agent.log")
 
 
 def create_key(agent: processes.ServerProcess) -> str:

@@ -234,6 +234,27 @@ def _acquire_module(path: str, softhsm2_conf: str | None) -> _Module:
     return module
 
 
+def load_module(path: str, softhsm2_conf: str | None) -> _Module:
+    """Load a PKCS#11 module as keystores do, for code outside a keystore.
+
+    The module is initialised with CKF_OS_LOCKING_OK and shared with any
+    keystore of this process; ``.lib`` is its python-pkcs11 library.
+    Release it with ``unload_module``.
+
+    Raises:
+        KeystoreUnavailable: the module cannot be loaded or initialised,
+            or SOFTHSM2_CONF differs from the one this process loaded.
+    """
+    with _registry_lock:
+        return _acquire_module(path, softhsm2_conf)
+
+
+def unload_module(module: _Module) -> None:
+    """Release a module from ``load_module``; the last user finalises it."""
+    with _registry_lock:
+        module.release()
+
+
 def _acquire_login(module: _Module, token: pkcs11.Token, pin: str,
                    pin_source: str) -> _Login:
     digest = hmac.new(_pin_digest_key, pin.encode("utf-8"), hashlib.sha256).digest()
