@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn, TextIO
 
 from client import admin, audit, certificate_cli, envelope, gateway, startup
+from client.cli_words import timeout_seconds
 from client.errors import (
     InvalidParameterError,
     KmsError,
@@ -310,7 +311,7 @@ def _add_option(invocation: Invocation, name: str, value: str) -> None:
     if name == "socket":
         invocation.socket = value
     elif name == "timeout":
-        invocation.timeout = _parse_timeout(value)
+        invocation.timeout = timeout_seconds(value)
     elif not _PARAM_NAME.fullmatch(name):
         raise InvalidParameterError(
             f"Unknown option --{name}. Parameters are PascalCase, such as --KeyId.")
@@ -325,17 +326,6 @@ def _add_word(invocation: Invocation, word: str) -> None:
         invocation.command = word
     else:
         invocation.paths.append(word)
-
-
-def _parse_timeout(text: str) -> float:
-    try:
-        timeout = float(text)
-    except ValueError:
-        timeout = -1.0
-    if not 0 < timeout < float("inf"):
-        raise InvalidParameterError(
-            f"--timeout must be a positive number of seconds, not {text!r}.")
-    return timeout
 
 
 def _check_invocation(invocation: Invocation) -> None:
