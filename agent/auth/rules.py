@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 from agent.auth.policy import ADMINISTRATOR, KEY_USER, SECRET_USER
+from agent.keys.ops import ASYMMETRIC_SOURCE
 
 # Target kinds: where a request names what it acts on.
 KEY_REF = "key-ref"            # a KeyId, alias or ARN parameter
@@ -89,10 +90,6 @@ _READ_KEY = _key(KEY_READ)
 _ADMIN_SECRET = _secret(ADMIN)
 _RE_ENCRYPT_FROM = ("kms:ReEncrypt", "kms:ReEncryptFrom")
 _RE_ENCRYPT_TO = ("kms:ReEncrypt", "kms:ReEncryptTo")
-# With any of these, ReEncrypt's CiphertextBlob is asymmetric ciphertext,
-# not a blob that names a key. The handler rejects the request unless all
-# three are present, before it uses any key.
-_ASYMMETRIC_SOURCE = ("SourceKeyId", "SourceKeyVersionId", "SourceEncryptionAlgorithm")
 
 RULES: dict[str, Rule] = {
     # Key lifecycle and metadata.
@@ -131,9 +128,11 @@ RULES: dict[str, Rule] = {
     # Cryptography.
     "Encrypt": _CRYPTO_KEY,
     "Decrypt": Rule(CRYPTO, (Target(KEY_BLOB, "CiphertextBlob"),)),
+    # With an asymmetric source (ASYMMETRIC_SOURCE), CiphertextBlob does not
+    # name a key, so SourceKeyId is checked instead of the blob.
     "ReEncrypt": Rule(CRYPTO, (
         Target(KEY_BLOB, "CiphertextBlob", _RE_ENCRYPT_FROM,
-               context="SourceEncryptionContext", unless=_ASYMMETRIC_SOURCE),
+               context="SourceEncryptionContext", unless=ASYMMETRIC_SOURCE),
         Target(KEY_REF, "SourceKeyId", _RE_ENCRYPT_FROM, context=None),
         Target(KEY_REF, "DestinationKeyId", _RE_ENCRYPT_TO,
                context="DestinationEncryptionContext"))),

@@ -378,9 +378,7 @@ class KeyService:
                 f"Plaintext is {len(plaintext)} bytes; it must be 1 to "
                 f"{MAX_PLAINTEXT_BYTES} bytes.")
         aad_context = canonical_context(context)
-        key = await self.resolve(key_ref)
-        states.require_state(key, states.USE)
-        specs.require_symmetric(key, "Encrypt")
+        key = await self.require_encryption_key(key_ref)
         if key.primary_version_id is None:
             raise InternalFailureError()
         material = await self._material(key, key.primary_version_id)
