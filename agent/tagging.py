@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from agent.context import RequestContext
-from agent.keys import aliases
+from agent.keys import states
 from agent.keys.aliases import MAX_TAGS_PER_RESOURCE, validate_tags
 from agent.keys.ops import tags_param
 from agent.rpc.dispatch import WRITE, Operation
 from agent.rpc.params import LIST, Param
-from agent.store.base import RESOURCE_SECRET, ConflictError, LimitError
+from agent.store.base import RESOURCE_KEY, RESOURCE_SECRET, ConflictError, LimitError
 from agent.store.certificates import RESOURCE_CERTIFICATE
 from client.errors import (
     InternalFailureError, InvalidParameterError, LimitExceededError,
@@ -44,9 +44,15 @@ def _resource_param(values: dict[str, Any]) -> str:
     return named[0]
 
 
-async def _resource_of(services: Any, param: str, reference: str) -> tuple[str, str]:
-    # Return the store's resource type and id after checking it exists and
-    # may be edited.
+async def _resource_of(services: Any, ctx: RequestContext, param: str,
+                       reference: str) -> tuple[str, str]:
+    # Return the store's resource type and id after checking that the
+    # resource exists and may be edited.
+    if param == "KeyId":
+        key = await services.keys.resolve(reference)
+        states.require_state(key, states.EDIT)
+        ctx.key_id = key.key_id
+        return RESOURCE_KEY, key.key_id
     if param == "SecretName":
         secret = await services.secrets.get_secret(reference)
         return RESOURCE_SECRET, secret.secret_name
@@ -61,21 +67,18 @@ async def tag_resource(services: Any, ctx: RequestContext, values: dict) -> dict
     if not 1 <= len(tags) <= MAX_TAGS_PER_REQUEST:
         raise InvalidParameterError(
             f"Tags must contain 1 to {MAX_TAGS_PER_REQUEST} tags.")
-    if param == "KeyId":
-        key = await aliases.tag_key(services.keys, values[param], tags)
-        ctx.key_id = key.key_id
-        return {}
     validate_tags(tags)
-    resource_type, resource_id = await _resource_of(services, param, values[param])
+    resource_type, resource_id = await _resource_of(services, ctx, param,
+                                                    values[param])
     try:
         await services.keys.store.set_tags(resource_type, resource_id, tags,
                                            max_tags=MAX_TAGS_PER_RESOURCE)
     except LimitError:
         raise LimitExceededError(
-            f"A resource carries at most {MAX_TAGS_PER_RESOURCE} tags.") from None
+            f"A {resource_type} carries at most {MAX_TAGS_PER_RESOURCE} tags.") from None
     except ConflictError:
-        # Deleted after the lookup: the lookup now reports it as missing.
-        await _resource_of(services, param, values[param])
+        # Deleted after the lookup, so the lookup now reports it missing.
+        await _resource_of(services, ctx, param, values[param])
         raise InternalFailureError() from None
     return {}
 
@@ -86,11 +89,8 @@ async def untag_resource(services: Any, ctx: RequestContext, values: dict) -> di
     tag_keys = values["TagKeys"]
     if not all(isinstance(tag_key, str) for tag_key in tag_keys):
         raise InvalidParameterError("TagKeys must be a list of strings.")
-    if param == "KeyId":
-        key = await aliases.untag_key(services.keys, values[param], tag_keys)
-        ctx.key_id = key.key_id
-        return {}
-    resource_type, resource_id = await _resource_of(services, param, values[param])
+    resource_type, resource_id = await _resource_of(services, ctx, param,
+                                                    values[param])
     await services.keys.store.remove_tags(resource_type, resource_id, tag_keys)
     return {}
 

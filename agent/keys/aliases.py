@@ -1,4 +1,4 @@
-"""Aliases and tags of keys.
+"""Aliases of keys, and the tag rules of every taggable resource.
 
 Alias names follow Alibaba Cloud KMS: ``alias/`` then 1 to 255 letters,
 digits, ``_``, ``-`` or ``/``; names under ``alias/acs`` are reserved for
@@ -13,13 +13,11 @@ import re
 
 from agent.keys import states
 from agent.keys.service import KeyService
-from agent.store.base import (
-    RESOURCE_KEY, ConflictError, DuplicateError, LimitError, Store,
-)
+from agent.store.base import DuplicateError, LimitError, Store
 from agent.store.records import AliasRecord, KeyRecord
 from client.errors import (
-    AliasAlreadyExistsError, AliasNotFoundError, InternalFailureError,
-    InvalidParameterError, LimitExceededError, UnsupportedAliasError,
+    AliasAlreadyExistsError, AliasNotFoundError, InvalidParameterError,
+    LimitExceededError, UnsupportedAliasError,
 )
 
 ALIAS_PATTERN = re.compile(r"alias/[A-Za-z0-9_/-]{1,255}")
@@ -107,30 +105,3 @@ async def delete_alias(service: KeyService, name: str) -> None:
     validate_alias_name(name)
     if not await service.store.delete_alias(name):
         raise AliasNotFoundError(f"The alias {name!r} is not found.")
-
-
-async def tag_key(service: KeyService, key_ref: str, tags: dict[str, str]) -> KeyRecord:
-    """TagResource on a key: add or overwrite tags."""
-    validate_tags(tags)
-    key = await service.resolve(key_ref)
-    states.require_state(key, states.EDIT)
-    try:
-        await service.store.set_tags(RESOURCE_KEY, key.key_id, tags,
-                                     max_tags=MAX_TAGS_PER_RESOURCE)
-    except LimitError:
-        raise LimitExceededError(
-            f"A key carries at most {MAX_TAGS_PER_RESOURCE} tags.") from None
-    except ConflictError:
-        # Purged after the lookup: resolving it again reports it missing.
-        await service.resolve(key.key_id)
-        raise InternalFailureError() from None
-    return key
-
-
-async def untag_key(service: KeyService, key_ref: str, tag_keys: list[str]) -> KeyRecord:
-    """UntagResource on a key; unknown tag keys are ignored."""
-    key = await service.resolve(key_ref)
-    states.require_state(key, states.EDIT)
-    await service.store.remove_tags(RESOURCE_KEY, key.key_id, tag_keys)
-    return key
-
