@@ -22,6 +22,7 @@ from agent.keystore import KeystoreSettings
 from agent.rpc.limits import ConnectionLimits
 from agent.ops.settings import METRICS_KEYS, MetricsConfig, metrics_config
 from agent.gateway.settings import GATEWAY_KEYS, GatewayConfig, gateway_config
+from agent.store.base import exposed_data_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -302,10 +303,9 @@ def check_data_dir(path: Path) -> None:
             f"agent.data_dir: cannot read {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"agent.data_dir: {path} is not a directory")
-    if info.st_mode & 0o007:
-        raise ConfigError(
-            f"agent.data_dir: data directory {path} is accessible by other "
-            f"users; run chmod o-rwx {path}")
+    problem = exposed_data_dir(path, info.st_mode)
+    if problem is not None:
+        raise ConfigError(f"agent.data_dir: {problem}")
 
 
 def load_config(path: Path) -> AgentConfig:

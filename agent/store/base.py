@@ -22,6 +22,18 @@ RESOURCE_KEY = "key"
 RESOURCE_SECRET = "secret"
 
 
+def exposed_data_dir(data_dir: object, mode: int) -> str | None:
+    """Return why the store rejects a data directory of ``mode``, or None.
+
+    Other users must have no access to it: the database holds sealed key
+    material and the audit file sits beside it.
+    """
+    if mode & 0o007:
+        return (f"data directory {data_dir} is accessible by other users; "
+                f"run chmod o-rwx {data_dir}")
+    return None
+
+
 class StoreError(Exception):
     """The store failed; the agent answers with an internal error."""
 

@@ -23,7 +23,7 @@ import trio
 
 from agent.store.base import (
     RESOURCE_KEY, RESOURCE_SECRET, ConflictError, DuplicateError, LimitError, Store,
-    StoreError,
+    StoreError, exposed_data_dir,
 )
 from agent.store.certificates import RESOURCE_CERTIFICATE
 from agent.store.limits import (
@@ -180,10 +180,9 @@ class SqliteStore(SqliteSecretsMixin, SqliteAccessMixin, SqliteImportsMixin,
         # Checked in the insert transactions; see agent.store.limits.
         self.limits = limits or ResourceLimits()
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if data_dir.stat().st_mode & 0o007:
-            raise StoreError(
-                f"data directory {data_dir} is accessible by other users; "
-                f"run chmod o-rwx {data_dir}")
+        problem = exposed_data_dir(data_dir, data_dir.stat().st_mode)
+        if problem is not None:
+            raise StoreError(problem)
         self.path = data_dir / DATABASE_NAME
         # SQLite gives the -wal and -shm files the mode of the database.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
