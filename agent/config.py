@@ -32,7 +32,8 @@ else:  # pragma: no cover
 DEFAULT_MAX_FRAME_BYTES = 262144
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "text")
-# Which requests get a line in the operator log; the audit trail has them all.
+# Choices of the requests that get an operator log line; the audit trail
+# records every request either way.
 LOG_REQUESTS = ("all", "failures")
 KEYSTORE_TYPES = ("pkcs11", "software")
 

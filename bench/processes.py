@@ -195,7 +195,7 @@ def start_unix_server(name: str, command: list[str], socket_path: Path,
                       log_path: Path) -> ServerProcess:
     """Start a server of this repository that speaks ``client.wire`` on a socket.
 
-    It is ready once ``socket_path`` answers a hello.
+    It is ready once ``socket_path`` replies to a hello.
 
     Raises:
         ServerStartError: the server exited or did not respond in time.

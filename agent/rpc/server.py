@@ -56,7 +56,7 @@ MAX_IN_FLIGHT_PER_CONNECTION = 128
 # Operations that only wait, with no side effect, so they end when their
 # caller disconnects instead of holding memory until their timeout.
 CANCEL_ON_DISCONNECT = frozenset({"WaitSecretChange"})
-# Operations answered on the connection's reader; see the module docstring.
+# Operations run on the connection's reader; see the module docstring.
 # NOTE: ReEncrypt of RSA ciphertext (SourceKeyId) waits on a worker thread
 # for the private-key operation, and holds its connection's reader meanwhile.
 INLINE_OPERATIONS = frozenset({

@@ -26,4 +26,5 @@ def test_json_time_is_utc_with_milliseconds():
     assert first["time"] == "2026-01-01T00:00:00.250Z"
     assert same_second["time"] == "2026-01-01T00:00:00.500Z"
     assert next_second["time"] == "2026-01-01T00:00:01.000Z"
-    assert first["op"] == "Encrypt" and first["msg"] == "request"
+    assert first["op"] == "Encrypt"
+    assert first["msg"] == "request"

@@ -50,9 +50,9 @@ def test_connected_closes_the_client():
 
 def test_connected_reports_an_unreachable_agent():
     """A factory that cannot connect becomes ServerUnreachable naming the cause."""
-    def refuse(socket, timeout):
+    def unreachable(socket, timeout):
         raise FileNotFoundError(2, "No such file or directory")
 
     with pytest.raises(ServerUnreachableError, match="No such file"):
-        with cli_words.connected(refuse, "/nowhere.sock", 1.0):
+        with cli_words.connected(unreachable, "/nowhere.sock", 1.0):
             pass

@@ -57,7 +57,7 @@ def test_pkcs1_token_answers_once(shared_agent, level):
 
 
 def test_pkcs1_token_spent_by_success_race(shared_agent):
-    """One good and many bad PKCS#1 v1.5 imports with one token: one answer."""
+    """One good and many bad PKCS#1 v1.5 imports with one token: one unwrap result."""
     with KmsClient(shared_agent.socket) as client:
         key_id = client.call("CreateKey", Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
         params = client.call("GetParametersForImport", KeyId=key_id,

@@ -14,7 +14,7 @@ from agent.store.sqlite import DATABASE_NAME, SqliteStore
 from tests.store.test_sqlite import make_key, make_version
 
 
-async def test_repeated_lookup_is_served_from_the_cache(store):
+async def test_repeated_lookup_hits_cache(store):
     """The second read of an unchanged key returns the same record object."""
     await store.insert_key(make_key("k1"), make_version("k1"), {})
     first = await store.get_key("k1")
@@ -23,7 +23,7 @@ async def test_repeated_lookup_is_served_from_the_cache(store):
     assert store.lookups.hits == hits + 1
 
 
-async def test_own_write_is_seen_at_once(store):
+async def test_own_write_seen_at_once(store):
     """A change through the store's writer is seen by the next lookup."""
     await store.insert_key(make_key("k1"), make_version("k1"), {})
     key = await store.get_key("k1")
@@ -40,7 +40,7 @@ def _commit_elsewhere(path, sql: str, *args) -> None:
         other.close()
 
 
-async def test_commit_of_another_process_is_seen_after_recheck(store, tmp_path):
+async def test_other_commit_seen_after_recheck(store, tmp_path):
     """Another connection's commit is seen once the recheck interval has passed."""
     now = [0.0]
     store.lookups = LookupCache(store._reader, recheck_seconds=0.001,
@@ -56,7 +56,7 @@ async def test_commit_of_another_process_is_seen_after_recheck(store, tmp_path):
     assert (await store.get_key("k1")).state == PENDING_DELETION
 
 
-async def test_commit_of_another_process_is_seen_with_no_interval(store, tmp_path):
+async def test_other_commit_seen_without_interval(store, tmp_path):
     """With a zero interval every lookup checks data_version first."""
     store.lookups = LookupCache(store._reader, recheck_seconds=0)
     await store.insert_key(make_key("k1"), make_version("k1"), {})
@@ -65,7 +65,7 @@ async def test_commit_of_another_process_is_seen_with_no_interval(store, tmp_pat
     assert (await store.get_key("k1")).description == "x"
 
 
-async def test_missing_record_is_found_once_created(store):
+async def test_remembered_miss_then_created(store):
     """A remembered miss does not hide a record created afterwards."""
     assert await store.get_key("k1") is None
     assert await store.get_version("k1-v1") is None
@@ -74,7 +74,7 @@ async def test_missing_record_is_found_once_created(store):
     assert (await store.get_version("k1-v1")).wrapped == b"sealed"
 
 
-async def test_purged_key_is_gone_from_every_lookup(store):
+async def test_purged_key_gone_from_lookups(store):
     """After a purge neither the key nor its version is served from memory."""
     await store.insert_key(make_key("k1", state=PENDING_DELETION,
                                     delete_date="2026-01-02T00:00:00Z"),
